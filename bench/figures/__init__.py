@@ -1,0 +1,1 @@
+"""Scripts that measure figures about the benchmark machinery itself."""

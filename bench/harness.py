@@ -1,0 +1,212 @@
+"""One benchmark, end to end: build the case, time it with pytest-benchmark while the sampler
+runs, derive the metrics of the result schema, measure accuracy, stream the result."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from reports.metrics import SCHEMA
+from workloads import Unsupported, build_case, get_variant
+from workloads.probe import matmul_peak_tflops
+from workloads.registry import estimate_accuracy_seconds, estimate_case_seconds
+
+from .machine import machine_facts
+from .results import ResultsStream
+from .settings import Settings
+from .telemetry import Sampler
+
+
+class Session:
+    """State shared by the benchmarks of one pytest session."""
+
+    def __init__(self, settings: Settings, stream: ResultsStream | None = None):
+        self.settings = settings
+        self.stream = stream
+        self.peaks: dict[str, float] = {}
+        self.fp32_accuracy: dict[tuple[str, str, int], float] = {}
+        self.results: list[dict] = []
+
+    def peak_tflops(self, device: torch.device, dtype: torch.dtype) -> float:
+        """Matmul probe, once per session per device and dtype."""
+        key = f"{device}:{str(dtype).removeprefix('torch.')}"
+        if key not in self.peaks:
+            self.peaks[key] = matmul_peak_tflops(device, dtype)
+        return self.peaks[key]
+
+    def machine_info(self) -> dict:
+        return machine_facts(self.settings.device, self.peaks)
+
+    def record(self, item: pytest.Item, extra_info: dict, stats: dict | None) -> None:
+        self.results.append(extra_info)
+        if self.stream is not None:
+            group = f"{extra_info['family']}-{extra_info['size']}"
+            self.stream.benchmark(item.name, item.nodeid, group, extra_info, stats)
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc)
+
+
+def absent_info(keys: dict[str, str]) -> dict:
+    """The null metrics and their reasons, for a result that has no measurement."""
+    return {**{k: None for k in keys}, "absent": dict(keys)}
+
+
+def not_run_info(family: str, size: str, variant: str, settings: Settings, status: str, reason: str) -> dict:
+    return {
+        "schema": SCHEMA,
+        "id": f"{family}-{size}-{variant}",
+        "family": family,
+        "size": size,
+        "variant": variant,
+        "device": settings.device,
+        "world_size": settings.world_size,
+        "status": status,
+        "reason": reason,
+    }
+
+
+def timed_step(case) -> tuple[Callable[[], None], list[float]]:
+    """The callable pytest-benchmark times. On CUDA it also records each step with CUDA
+    events; the event times become the reported step times (host timer otherwise)."""
+    if case.device.type != "cuda":
+        return case.step, []
+    event_times: list[float] = []
+
+    def step() -> None:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        case.trainer.train_step(*case.batch)
+        end.record()
+        end.synchronize()
+        event_times.append(start.elapsed_time(end) / 1e3)
+
+    return step, event_times
+
+
+def throughput_metrics(case, step_times: list[float], peak: float | None) -> dict:
+    """Everything that follows from the step times: each one recomputable from the JSON."""
+    step_time = statistics.median(step_times)
+    samples_per_s = case.samples_per_step / step_time
+    tflops = case.flops_per_step / step_time / 1e12
+    return {
+        "step_time_s": step_time,
+        "step_times_s": step_times,
+        "samples_per_s": samples_per_s,
+        "tokens_per_s": samples_per_s * case.seq_len if case.seq_len else None,
+        "tflops": tflops,
+        "peak_tflops": peak,
+        "mfu": tflops / peak if peak else None,
+    }
+
+
+def accuracy_metrics(case, session: Session) -> dict:
+    s = session.settings
+    if not s.accuracy:
+        return absent_info({"accuracy": "disabled with --no-accuracy"}) | {"accuracy_metric": "top1"}
+    info = case.accuracy()
+    key = (case.family, case.size, case.world_size)
+    if case.variant == "fp32":
+        session.fp32_accuracy[key] = info["accuracy"]
+    ref = session.fp32_accuracy.get(key)
+    if ref is None:
+        info["accuracy_reference"] = info["accuracy_delta"] = None
+        info["absent"] = {
+            k: f"no fp32 accuracy for {case.family}-{case.size} in this session"
+            for k in ("accuracy_reference", "accuracy_delta")
+        }
+    else:
+        info["accuracy_reference"] = ref
+        info["accuracy_delta"] = info["accuracy"] - ref
+    return info
+
+
+def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, size: str, variant: str) -> dict:
+    """Run one case through pytest-benchmark; return (and record) its extra_info."""
+    s = session.settings
+    tier = s.tier_spec
+    benchmark.group = f"{family}-{size}"
+
+    def refuse(status: str, reason: str) -> None:
+        info = not_run_info(family, size, variant, s, status, reason)
+        session.record(item, info, None)
+        pytest.skip(f"{status}: {reason}" if status != "skipped" else reason)
+
+    try:
+        var = get_variant(variant)
+        device = torch.device(s.device)
+        var.check(device, s.world_size)
+        peak = session.peak_tflops(device, var.compute_dtype) if var.phase == "train" else None
+    except Unsupported as e:
+        refuse("skipped", str(e))
+    if peak:
+        steps = tier.warmup_rounds + tier.min_rounds
+        estimate = estimate_case_seconds(family, size, s.batch_size, s.world_size, peak, steps)
+        if s.accuracy:
+            estimate += estimate_accuracy_seconds(family, size, peak)
+        if estimate > s.timeout_s:
+            refuse(
+                "skipped",
+                f"estimated at least {estimate:.0f}s of compute at the measured "
+                f"{str(var.compute_dtype).removeprefix('torch.')} peak of {peak * 1e3:.3g} GFLOP/s "
+                f"on {s.device}, over --case-timeout {s.timeout_s:g}s",
+            )
+
+    try:
+        case = build_case(family, size, variant, s.device, s.world_size, s.batch_size, s.data_dir, s.seed)
+    except Unsupported as e:
+        refuse("skipped", str(e))
+    except Exception as e:
+        if is_oom(e):
+            refuse("oom", f"building the case: {e}")
+        session.record(item, not_run_info(family, size, variant, s, "error", repr(e)), None)
+        raise
+
+    try:
+        # warm-up, untimed for the result; it sets how many rounds fill the tier's budget
+        t0 = time.perf_counter()
+        for _ in range(tier.warmup_rounds):
+            case.step()
+        warm = (time.perf_counter() - t0) / max(tier.warmup_rounds, 1)
+        rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
+
+        step, event_times = timed_step(case)
+        with Sampler(s.device, interval_s=s.telemetry_interval_s) as sampler:
+            benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
+        step_times = event_times or list(benchmark.stats.stats.data)
+        info = {
+            "schema": SCHEMA,
+            **case.static_info(),
+            "status": "ok",
+            "reason": None,
+            "timer": "cuda-event" if event_times else "perf_counter",
+            **throughput_metrics(case, step_times, peak),
+        }
+        telemetry = sampler.result.to_extra_info(samples=case.samples_per_step * len(step_times))
+        absent = dict(telemetry.pop("absent", {}))
+        info.update(telemetry)
+        info["model_state_bytes"] = case.trainer.model_state_bytes()
+        info["model_state_bytes_predicted"] = case.variant_obj.predicted_state_bytes(case.params, case.world_size)
+        info["model_bytes"] = case.model_bytes()
+        case.close()
+        acc = accuracy_metrics(case, session)
+        absent.update(acc.pop("absent", {}))
+        info.update(acc)
+        if info["peak_tflops"] is None:
+            absent.update({"peak_tflops": "no matmul probe for this phase", "mfu": "no peak to compare with"})
+        if info["model_state_bytes_predicted"] is None:
+            absent["model_state_bytes_predicted"] = f"no formula for variant {variant}"
+        info["absent"] = absent
+    except Exception as e:
+        if is_oom(e):
+            refuse("oom", str(e))
+        session.record(item, not_run_info(family, size, variant, s, "error", repr(e)), None)
+        raise
+    benchmark.extra_info.update(info)
+    session.record(item, info, benchmark.stats.stats.as_dict())
+    return info

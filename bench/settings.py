@@ -1,0 +1,114 @@
+"""Options of ``pytest bench`` and the tiers: which cases run, how long each is timed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from workloads.base import SIZE_ORDER, check_choice
+
+FAMILY_NAMES = ("dense", "cnn", "transformer")
+BASE_VARIANTS = ("fp32", "amp-bf16", "amp-fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tier:
+    sizes: dict[str, tuple[str, ...]]  # family -> sizes
+    variants: tuple[str, ...]
+    warmup_rounds: int  # untimed steps before timing (also estimate the step time)
+    min_rounds: int
+    max_rounds: int
+    round_budget_s: float  # timed rounds fill about this much time, within min/max
+    case_timeout_s: float  # default for --case-timeout
+
+
+TIERS: dict[str, Tier] = {
+    # the whole matrix in minutes on a 2-core CPU; transformer m is the efficiency case
+    "smoke": Tier(
+        sizes={"dense": ("xs", "s"), "cnn": ("xs", "s"), "transformer": ("xs", "s", "m")},
+        variants=BASE_VARIANTS,
+        warmup_rounds=2,
+        min_rounds=5,
+        max_rounds=40,
+        round_budget_s=1.5,
+        case_timeout_s=60.0,
+    ),
+    "standard": Tier(
+        sizes={f: ("xs", "s", "m") for f in FAMILY_NAMES},
+        variants=BASE_VARIANTS + ("zero1", "zero2", "zero3"),
+        warmup_rounds=3,
+        min_rounds=10,
+        max_rounds=200,
+        round_budget_s=5.0,
+        case_timeout_s=600.0,
+    ),
+    "full": Tier(
+        sizes={f: SIZE_ORDER for f in FAMILY_NAMES},
+        variants=BASE_VARIANTS + ("zero1", "zero2", "zero3", "zero3-offload"),
+        warmup_rounds=5,
+        min_rounds=20,
+        max_rounds=500,
+        round_budget_s=15.0,
+        case_timeout_s=3600.0,
+    ),
+}
+
+
+def split_list(option: str, value: str | None, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Parse a comma list, refusing unknown names with the allowed values."""
+    if value is None:
+        return None
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise ValueError(f"{option}: empty list; allowed: {', '.join(allowed)}")
+    for item in items:
+        check_choice(option, item, allowed)
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    tier: str = "smoke"
+    families: tuple[str, ...] | None = None
+    sizes: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    device: str = "cpu"
+    world_size: int = 1
+    batch_size: int | None = None
+    data_dir: str | None = None
+    telemetry_interval_s: float = 0.05
+    case_timeout_s: float | None = None
+    results_dir: str | None = "results"
+    accuracy: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("--tier", self.tier, tuple(TIERS))
+        if self.world_size < 1:
+            raise ValueError(f"--world-size must be >= 1, got {self.world_size}")
+        if not 0.01 <= self.telemetry_interval_s <= 10:
+            raise ValueError(
+                f"--telemetry-interval must be between 0.01 and 10 seconds, got {self.telemetry_interval_s}"
+            )
+        if self.case_timeout_s is not None and self.case_timeout_s <= 0:
+            raise ValueError(f"--case-timeout must be > 0 seconds, got {self.case_timeout_s}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+    @property
+    def tier_spec(self) -> Tier:
+        return TIERS[self.tier]
+
+    @property
+    def timeout_s(self) -> float:
+        return self.case_timeout_s if self.case_timeout_s is not None else self.tier_spec.case_timeout_s
+
+    def matrix(self) -> list[tuple[str, str, str]]:
+        """(family, size, variant) of every case: the tier's, narrowed or replaced by options."""
+        tier = self.tier_spec
+        cases = []
+        for family in self.families or FAMILY_NAMES:
+            sizes = self.sizes or tier.sizes[family]
+            for size in sorted(sizes, key=SIZE_ORDER.index):
+                for variant in self.variants or tier.variants:
+                    cases.append((family, size, variant))
+        return cases

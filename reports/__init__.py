@@ -1,0 +1,24 @@
+"""archbench reports: what the user reads (tables, comparison, plots, HTML).
+
+Reads pytest-benchmark JSON and streamed ``results-*.jsonl`` files only; never imports
+torch. matplotlib is imported only by ``reports.plot`` when a plot is drawn.
+
+Modules: ``metrics`` (the one metrics table and number formats), ``load`` (inputs ->
+``Run``/``Result``, ``ReportError``), ``table`` (the three tables, ``render_tables``),
+``compare`` (hardware comparison), ``plot`` (scaling curves), ``html`` (report), ``cli``.
+"""
+
+from reports.load import ReportError, Result, Run, load_inputs
+from reports.metrics import METRICS, SCHEMA, Metric
+from reports.table import render_tables
+
+__all__ = [
+    "METRICS",
+    "SCHEMA",
+    "Metric",
+    "ReportError",
+    "Result",
+    "Run",
+    "load_inputs",
+    "render_tables",
+]

@@ -1,0 +1,152 @@
+"""``python -m reports``: table, compare, plot, html and check.
+
+Exit status: 0 done, 2 unusable input (one line on stderr naming the file, no
+traceback). ``check`` belongs to ``reports.check``, imported only when asked for; it is
+called as ``reports.check.main(argv: list[str]) -> int`` with the arguments after
+``check`` (exit 0 ok, 1 regression, 2 unusable input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from reports.load import DEFAULT_STORAGE, ReportError, ReportWarning, load_inputs
+from reports.metrics import METRICS
+from reports.table import FORMATS
+
+EXIT_OK = 0
+EXIT_UNUSABLE = 2
+INPUT_HELP = (
+    "pytest-benchmark JSON file, results-*.jsonl file, results directory (all its *.jsonl),"
+    " or pytest-benchmark storage id such as 0001"
+)
+
+
+def _add_inputs(parser: argparse.ArgumentParser, nargs: str = "+") -> None:
+    parser.add_argument("inputs", nargs=nargs, metavar="INPUT", help=INPUT_HELP)
+    parser.add_argument(
+        "--storage",
+        default=str(DEFAULT_STORAGE),
+        help="pytest-benchmark storage to look storage ids up in (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m reports", description="archbench reports")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    table = commands.add_parser("table", help="Throughput, Accuracy and Efficiency tables")
+    _add_inputs(table)
+    table.add_argument(
+        "--format", choices=FORMATS, default="github", help="table format (default: %(default)s)"
+    )
+    table.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+
+    compare = commands.add_parser("compare", help="hardware comparison, one column per machine")
+    _add_inputs(compare)
+    compare.add_argument(
+        "--metric", choices=list(METRICS), default="samples_per_s", help="default: %(default)s"
+    )
+    compare.add_argument(
+        "--format", choices=FORMATS, default="github", help="table format (default: %(default)s)"
+    )
+    compare.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+
+    plot = commands.add_parser("plot", help="scaling curves as PNG files")
+    _add_inputs(plot)
+    plot.add_argument(
+        "--output-dir", "-o", default="plots", metavar="DIR", help="default: %(default)s"
+    )
+
+    report = commands.add_parser("html", help="self-contained HTML report")
+    _add_inputs(report)
+    report.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    report.add_argument("--title", default="archbench report")
+
+    commands.add_parser(
+        "check",
+        help="regression gate: check --baseline BASE.json NEW.json (reports.check)",
+        add_help=False,
+    )
+    return parser
+
+
+def _emit(text: str, output: str | None, stdout: TextIO) -> None:
+    if output is None:
+        stdout.write(text)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ReportError(f"{output}: cannot write ({error.strerror})") from None
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def _run_check(argv: list[str]) -> int:
+    try:
+        check = importlib.import_module("reports.check")
+    except ModuleNotFoundError as error:
+        if error.name != "reports.check":
+            raise
+        print("error: check is not available: reports/check.py is not installed", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if not hasattr(check, "main"):
+        print("error: check is not available: reports.check has no main(argv)", file=sys.stderr)
+        return EXIT_UNUSABLE
+    return int(check.main(argv))
+
+
+def _dispatch(argv: list[str], stdout: TextIO) -> int:
+    if argv[:1] == ["check"]:
+        return _run_check(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "table":
+        from reports.table import build_tables, render_all
+
+        _emit(
+            render_all(build_tables(load_inputs(args.inputs, args.storage)), args.format),
+            args.output,
+            stdout,
+        )
+    elif args.command == "compare":
+        from reports.compare import build_comparison, machine_columns
+        from reports.table import render
+
+        loaded = [(text, load_inputs([text], args.storage)) for text in args.inputs]
+        table = build_comparison(machine_columns(loaded), args.metric)
+        _emit(render(table, args.format), args.output, stdout)
+    elif args.command == "plot":
+        from reports.plot import write_plots
+
+        for path in write_plots(load_inputs(args.inputs, args.storage), args.output_dir):
+            print(path, file=stdout)
+    elif args.command == "html":
+        from reports.html import render_html
+
+        _emit(render_html(load_inputs(args.inputs, args.storage), args.title), args.output, stdout)
+    return EXIT_OK
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
+    """Run one command; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ReportWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return _dispatch(argv, stdout or sys.stdout)
+        except ReportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_UNUSABLE

@@ -1,0 +1,506 @@
+"""Load archbench results into typed records.
+
+Inputs (see ``docs/schema.md``):
+
+- a pytest-benchmark JSON file (``--benchmark-json`` output or an autosaved run);
+- a pytest-benchmark storage id such as ``0001``, ``0001_<commit>_<date>`` or
+  ``<machine-dir>/0001``, looked up as ``<storage>/*/0001_*.json``;
+- a streamed results file ``results-<session>.jsonl``, or a directory: then every
+  ``*.jsonl`` file in it, each file one run.
+
+API::
+
+    load_inputs(inputs, storage=".benchmarks") -> list[Run]   # what the CLI calls
+    load_input(input, storage=".benchmarks") -> list[Run]     # one argument
+    load_json(path) -> Run
+    load_jsonl(path) -> Run
+    run_from_extra_info(dicts, machine_info=None, label=None) -> Run
+    result_index(runs) -> dict[(machine, world_size, id), Result]
+
+Unusable input raises :class:`ReportError` with the message ``"<file>: <problem>"``.
+A truncated last line of a jsonl file (a run killed mid-write) is dropped with a
+:class:`ReportWarning`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reports.metrics import METRICS, SCHEMA
+
+STATUSES = ("ok", "skipped", "oom", "error")
+DEFAULT_STORAGE = Path(".benchmarks")
+SIZE_ORDER = ("xs", "s", "m", "l", "xl")
+VARIANT_ORDER = (
+    "fp32",
+    "amp-bf16",
+    "amp-fp16",
+    "zero1",
+    "zero2",
+    "zero3",
+    "zero3-offload",
+    "int8",
+    "prune",
+    "lowrank",
+    "distill",
+)
+REFERENCE_VARIANT = "fp32"
+
+
+def size_rank(size: str) -> tuple[int, str]:
+    """Sort key for sizes: xs, s, m, l, xl, then unknown sizes by name."""
+    return (SIZE_ORDER.index(size) if size in SIZE_ORDER else len(SIZE_ORDER), size)
+
+
+def variant_rank(variant: str) -> tuple[int, int, str]:
+    """Sort key for variants: fp32 first, the design's order, a composition after its first part."""
+    first = variant.split("+", 1)[0]
+    rank = VARIANT_ORDER.index(first) if first in VARIANT_ORDER else len(VARIANT_ORDER)
+    return (rank, int("+" in variant), variant)
+
+
+class ReportError(Exception):
+    """Unusable input; ``str(error)`` is one line: ``"<file>: <problem>"``."""
+
+
+class ReportWarning(UserWarning):
+    """Input that is usable with a caveat (for example a truncated last jsonl line)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One benchmark: its archbench ``extra_info`` plus what pytest-benchmark recorded."""
+
+    extra_info: Mapping[str, Any]
+    name: str
+    stats: Mapping[str, Any] | None = None
+    fullname: str | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.extra_info["id"])
+
+    @property
+    def family(self) -> str:
+        return str(self.extra_info["family"])
+
+    @property
+    def size(self) -> str:
+        return str(self.extra_info["size"])
+
+    @property
+    def variant(self) -> str:
+        return str(self.extra_info["variant"])
+
+    @property
+    def phase(self) -> str:
+        return str(self.extra_info.get("phase") or "train")
+
+    @property
+    def world_size(self) -> int:
+        return int(self.extra_info.get("world_size", 1))
+
+    @property
+    def status(self) -> str:
+        return str(self.extra_info["status"])
+
+    @property
+    def reason(self) -> str | None:
+        reason = self.extra_info.get("reason")
+        return None if reason is None else str(reason)
+
+    @property
+    def order(self) -> tuple[Any, ...]:
+        """Sort key: family, then size (xs..xl), then variant (fp32 first), then world size."""
+        return (self.family, size_rank(self.size), variant_rank(self.variant), self.world_size)
+
+    def value(self, key: str) -> float | None:
+        """The metric's value, or None when it is absent or the benchmark did not run."""
+        if self.status != "ok":
+            return None
+        value = self.extra_info.get(key)
+        return None if value is None else float(value)
+
+    def absent_reason(self, key: str) -> str:
+        """The ``absent`` entry for a metric the benchmark ran without measuring."""
+        absent = self.extra_info.get("absent") or {}
+        return str(absent.get(key) or "no reason given")
+
+    def missing_reason(self, key: str) -> str:
+        """Why ``value(key)`` is None: ``"oom: <reason>"``, ``"absent: <reason>"``, ..."""
+        if self.status != "ok":
+            return f"{self.status}: {self.reason or 'no reason given'}"
+        return f"absent: {self.absent_reason(key)}"
+
+
+@dataclass
+class Run:
+    """The results of one session on one machine."""
+
+    machine_info: Mapping[str, Any]
+    results: list[Result]
+    source: str
+    label: str = ""
+    datetime: str | None = None
+    _by_id: dict[tuple[str, int], Result] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = machine_label(self.machine_info)
+        for result in self.results:
+            key = (result.id, result.world_size)
+            if key in self._by_id:
+                raise ReportError(
+                    f"{self.source}: duplicate benchmark id {result.id!r} (world size {key[1]})"
+                )
+            self._by_id[key] = result
+
+    def get(self, benchmark_id: str, world_size: int = 1) -> Result | None:
+        return self._by_id.get((benchmark_id, world_size))
+
+
+def machine_label(machine_info: Mapping[str, Any]) -> str:
+    """``machine_info["archbench"]["label"]``, else the GPU name, CPU brand or host name."""
+    archbench = machine_info.get("archbench")
+    if isinstance(archbench, Mapping):
+        for key in ("label", "gpu_name", "cpu_model"):
+            if isinstance(archbench.get(key), str) and archbench[key]:
+                return str(archbench[key])
+    cpu = machine_info.get("cpu")
+    if isinstance(cpu, Mapping) and isinstance(cpu.get("brand_raw"), str) and cpu["brand_raw"]:
+        return str(cpu["brand_raw"])
+    node = machine_info.get("node")
+    return str(node) if isinstance(node, str) and node else "unknown machine"
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(where: str, name: str, value: object, ok: bool, expected: str) -> None:
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ReportError(f"{where}: {name}: expected {expected}, got {_type_name(value)} {shown}")
+
+
+def _unsupported_schema(schema: object) -> str:
+    return f"schema {schema!r} is not supported (expected {SCHEMA!r})"
+
+
+_REQUIRED_STR = ("id", "family", "size", "variant", "status")
+_OPTIONAL_STR = (
+    "phase",
+    "device",
+    "dtype",
+    "reason",
+    "mem_source",
+    "energy_source",
+    "energy_reason",
+)
+
+
+def validate_extra_info(extra_info: object, where: str) -> dict[str, Any]:
+    """Check the archbench fields reports use; return the dict or raise ReportError."""
+    _expect(where, "extra_info", extra_info, isinstance(extra_info, dict), "an object")
+    assert isinstance(extra_info, dict)
+    if "schema" not in extra_info:
+        raise ReportError(f"{where}: extra_info has no 'schema' (not an archbench result)")
+    if extra_info["schema"] != SCHEMA:
+        raise ReportError(f"{where}: {_unsupported_schema(extra_info['schema'])}")
+    for key in _REQUIRED_STR:
+        if key not in extra_info:
+            raise ReportError(f"{where}: extra_info: missing field {key!r}")
+        _expect(
+            where,
+            key,
+            extra_info[key],
+            isinstance(extra_info[key], str) and extra_info[key] != "",
+            "a string",
+        )
+    for key in _OPTIONAL_STR:
+        value = extra_info.get(key)
+        _expect(where, key, value, value is None or isinstance(value, str), "a string or null")
+    if extra_info["status"] not in STATUSES:
+        raise ReportError(
+            f"{where}: status {extra_info['status']!r} is not one of {', '.join(STATUSES)}"
+        )
+    expected_id = f"{extra_info['family']}-{extra_info['size']}-{extra_info['variant']}"
+    if extra_info["id"] != expected_id:
+        raise ReportError(
+            f"{where}: id {extra_info['id']!r} does not match family-size-variant {expected_id!r}"
+        )
+    if "world_size" in extra_info:
+        world_size = extra_info["world_size"]
+        _expect(
+            where,
+            "world_size",
+            world_size,
+            _is_int(world_size) and world_size >= 1,
+            "a positive integer",
+        )
+    for key in METRICS:
+        value = extra_info.get(key)
+        _expect(where, key, value, value is None or _is_number(value), "a number or null")
+    absent = extra_info.get("absent")
+    if absent is not None:
+        ok = isinstance(absent, dict) and all(
+            isinstance(v, str) or v is None for v in absent.values()
+        )
+        _expect(where, "absent", absent, ok, "an object of metric -> reason")
+    return extra_info
+
+
+# pytest-benchmark's `compare` reads these from every benchmark's stats.
+_PYTEST_BENCHMARK_STATS = ("min", "max", "mean", "stddev", "median", "iqr", "rounds", "iterations")
+
+
+def _validate_stats(stats: object, where: str, required: bool) -> dict[str, Any] | None:
+    if stats is None and not required:
+        return None
+    _expect(
+        where,
+        "stats",
+        stats,
+        isinstance(stats, dict),
+        "an object" if required else "an object or null",
+    )
+    assert isinstance(stats, dict)
+    for key in _PYTEST_BENCHMARK_STATS:
+        if key not in stats:
+            if required:
+                raise ReportError(f"{where}: stats: missing field {key!r}")
+            continue
+        _expect(where, f"stats.{key}", stats[key], _is_number(stats[key]), "a number")
+    return stats
+
+
+def _result(entry: object, where: str, stats_required: bool) -> Result:
+    _expect(where, "benchmark", entry, isinstance(entry, dict), "an object")
+    assert isinstance(entry, dict)
+    name = entry.get("name")
+    _expect(where, "name", name, isinstance(name, str), "a string")
+    assert isinstance(name, str)
+    where = f"{where} ({name})"
+    if "extra_info" not in entry:
+        raise ReportError(f"{where}: missing field 'extra_info'")
+    extra_info = validate_extra_info(entry["extra_info"], where)
+    if stats_required and "stats" not in entry:
+        raise ReportError(f"{where}: missing field 'stats'")
+    stats = _validate_stats(entry.get("stats"), where, stats_required)
+    fullname = entry.get("fullname")
+    return Result(extra_info, name, stats, fullname if isinstance(fullname, str) else None)
+
+
+def _machine_info(value: object, where: str) -> dict[str, Any]:
+    _expect(where, "machine_info", value, isinstance(value, dict), "an object")
+    assert isinstance(value, dict)
+    archbench = value.get("archbench")
+    _expect(
+        where,
+        "machine_info.archbench",
+        archbench,
+        archbench is None or isinstance(archbench, dict),
+        "an object",
+    )
+    return value
+
+
+def _datetime(value: object, where: str) -> str | None:
+    _expect(where, "datetime", value, value is None or isinstance(value, str), "a string")
+    return value if isinstance(value, str) else None
+
+
+# ---------------------------------------------------------------------------------------
+# readers
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path}: is a directory") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not JSON (not UTF-8 text)") from None
+    except OSError as error:
+        raise ReportError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def load_json(path: str | Path) -> Run:
+    """A pytest-benchmark JSON file (``--benchmark-json`` or a saved run)."""
+    path = Path(path)
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as error:
+        raise ReportError(
+            f"{path}: not JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    where = str(path)
+    _expect(where, "top level", data, isinstance(data, dict), "an object")
+    for key in ("machine_info", "benchmarks"):
+        if key not in data:
+            raise ReportError(f"{where}: missing field {key!r} (not a pytest-benchmark JSON file)")
+    machine_info = _machine_info(data["machine_info"], where)
+    benchmarks = data["benchmarks"]
+    _expect(where, "benchmarks", benchmarks, isinstance(benchmarks, list), "a list")
+    results = [
+        _result(entry, f"{where}: benchmarks[{i}]", True) for i, entry in enumerate(benchmarks)
+    ]
+    return Run(machine_info, results, where, datetime=_datetime(data.get("datetime"), where))
+
+
+def load_jsonl(path: str | Path) -> Run:
+    """A streamed ``results-<session>.jsonl`` file: a machine line, then benchmark lines."""
+    path = Path(path)
+    text = _read_text(path)
+    lines = text.split("\n")
+    machine_info: dict[str, Any] | None = None
+    datetime: str | None = None
+    results: list[Result] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: the writer was killed mid-line
+                warnings.warn(f"{where}: truncated last line ignored", ReportWarning, stacklevel=2)
+                break
+            raise ReportError(f"{where}: not JSON ({error.msg} at column {error.colno})") from None
+        _expect(where, "record", record, isinstance(record, dict), "an object")
+        kind = record.get("type")
+        if kind == "machine":
+            if machine_info is not None:
+                raise ReportError(f"{where}: a second machine line (one session per results file)")
+            if record.get("schema") != SCHEMA:
+                raise ReportError(f"{where}: {_unsupported_schema(record.get('schema'))}")
+            if "machine_info" not in record:
+                raise ReportError(f"{where}: missing field 'machine_info'")
+            machine_info = _machine_info(record["machine_info"], where)
+            datetime = _datetime(record.get("datetime"), where)
+        elif kind == "benchmark":
+            if machine_info is None:
+                raise ReportError(f"{where}: benchmark line before the machine line")
+            results.append(_result(record, where, False))
+        else:
+            raise ReportError(f"{where}: type {kind!r} is neither 'machine' nor 'benchmark'")
+    if machine_info is None:
+        raise ReportError(f"{path}: no machine line (not an archbench results file)")
+    return Run(machine_info, results, str(path), datetime=datetime)
+
+
+def run_from_extra_info(
+    results: Iterable[Mapping[str, Any]],
+    machine_info: Mapping[str, Any] | None = None,
+    label: str | None = None,
+    source: str = "<session>",
+) -> Run:
+    """A Run from bare ``extra_info`` dicts (what the bench's conftest holds at session end)."""
+    records = [
+        Result(validate_extra_info(dict(info), f"{source}: result {i}"), str(info.get("id", i)))
+        for i, info in enumerate(results)
+    ]
+    return Run(dict(machine_info or {}), records, source, label=label or "")
+
+
+_STORAGE_ID = re.compile(r"^(?:(?P<machine>[^/\\]+)[/\\])?(?P<name>\d{4}(?:_[^/\\]*)?)$")
+
+
+def _storage_files(text: str, storage: Path) -> list[Path]:
+    match = _STORAGE_ID.match(text)
+    if match is None:
+        raise ReportError(f"{text}: no such file or directory")
+    machine = match["machine"] or "*"
+    name = match["name"].removesuffix(".json")
+    found = sorted(
+        set(storage.glob(f"{machine}/{name}.json")) | set(storage.glob(f"{machine}/{name}_*.json"))
+    )
+    if not found:
+        raise ReportError(
+            f"{text}: no such file, and no {storage}/{machine}/{name}_*.json"
+            " in pytest-benchmark storage"
+        )
+    if len(found) > 1:
+        names = ", ".join(str(p) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ReportError(f"{text}: ambiguous storage id, matches {names}")
+    return found
+
+
+def _jsonl_files(directory: Path) -> list[Path]:
+    files = sorted(p for p in directory.glob("*.jsonl") if p.is_file())
+    if not files:
+        raise ReportError(f"{directory}: directory has no *.jsonl results files")
+    return files
+
+
+def load_input(text: str | Path, storage: str | Path = DEFAULT_STORAGE) -> list[Run]:
+    """One command-line input: a file, a results directory or a pytest-benchmark storage id."""
+    path = Path(text)
+    if path.is_dir():
+        files = _jsonl_files(path)
+    elif path.exists():
+        files = [path]
+    else:
+        files = _storage_files(str(text), Path(storage))
+    return [load_jsonl(f) if f.suffix == ".jsonl" else load_json(f) for f in files]
+
+
+def load_inputs(inputs: Sequence[str | Path], storage: str | Path = DEFAULT_STORAGE) -> list[Run]:
+    """Every input's runs. Runs without results are dropped with a warning; an error if all are."""
+    if not inputs:
+        raise ReportError("no input: give a results JSON/jsonl file, directory or storage id")
+    runs = [run for text in inputs for run in load_input(text, storage)]
+    with_results = [run for run in runs if run.results]
+    if not with_results:
+        raise ReportError(f"{runs[0].source}: no benchmark results")
+    for run in runs:
+        if not run.results:
+            warnings.warn(
+                f"{run.source}: no benchmark results, ignored", ReportWarning, stacklevel=2
+            )
+    return with_results
+
+
+ResultKey = tuple[str, int, str]
+
+
+def result_index(runs: Sequence[Run]) -> dict[ResultKey, Result]:
+    """Results of all runs by ``(machine label, world size, id)``.
+
+    Two runs holding the same benchmark on the same machine are mismatched input for a
+    table (which one is meant?): that raises ReportError. Compare such runs instead.
+    """
+    index: dict[ResultKey, Result] = {}
+    sources: dict[ResultKey, str] = {}
+    for run in runs:
+        for result in run.results:
+            key = (run.label, result.world_size, result.id)
+            if key in index:
+                raise ReportError(
+                    f"{run.source}: {result.id} (world size {key[1]}, {run.label})"
+                    f" is also in {sources[key]}; give one run per machine, or use `compare`"
+                )
+            index[key] = result
+            sources[key] = run.source
+    return index

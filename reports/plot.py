@@ -1,0 +1,113 @@
+"""Scaling curves: throughput, peak memory and MFU against parameters, one line per variant.
+
+One figure per family (and per machine and world size when the input holds several),
+three log-log panels. matplotlib is imported here only, when a plot is drawn; figures
+are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas (no pyplot, no
+GUI backend).
+
+API::
+
+    render_pngs(runs) -> dict[str, bytes]     # figure name -> PNG
+    write_plots(runs, out_dir) -> list[Path]
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reports.load import ReportError, Result, Run, result_index, variant_rank
+from reports.metrics import METRICS
+
+PANELS = ("samples_per_s", "peak_mem_bytes", "mfu")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "machine"
+
+
+def figure_groups(runs: Sequence[Run]) -> dict[str, list[Result]]:
+    """Results per figure, named ``family`` (plus machine and world size where they vary)."""
+    index = result_index(runs)
+    show_machine = len({machine for machine, _, _ in index}) > 1
+    show_world_size = len({ws for _, ws, _ in index}) > 1
+    groups: dict[str, list[Result]] = {}
+    for (machine, world_size, _), result in sorted(index.items(), key=lambda item: item[1].order):
+        name = result.family
+        if show_machine:
+            name = f"{_slug(machine)}-{name}"
+        if show_world_size:
+            name += f"-ws{world_size}"
+        groups.setdefault(name, []).append(result)
+    return groups
+
+
+def _draw(figure: Any, title: str, results: list[Result]) -> None:
+    variants = sorted({r.variant for r in results}, key=variant_rank)
+    figure.suptitle(title)
+    for position, key in enumerate(PANELS, start=1):
+        metric = METRICS[key]
+        axes = figure.add_subplot(1, len(PANELS), position)
+        axes.set_title(metric.label)
+        axes.set_xlabel("parameters")
+        axes.set_ylabel(f"{metric.label} ({metric.unit})")
+        drawn = False
+        for variant in variants:
+            points = sorted(
+                (params, value)
+                for r in results
+                if r.variant == variant
+                and (params := r.value("params")) is not None
+                and (value := r.value(key)) is not None
+                and params > 0
+                and value > 0
+            )
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axes.plot(xs, ys, marker="o", label=variant)
+                drawn = True
+        if drawn:
+            axes.set_xscale("log")
+            axes.set_yscale("log")
+            axes.grid(True, which="both", alpha=0.3)
+            axes.legend(fontsize="small")
+        else:
+            reasons = sorted({r.missing_reason(key) for r in results})
+            axes.text(
+                0.5, 0.5, "no data\n" + "\n".join(reasons[:3]), ha="center", va="center", wrap=True
+            )
+            axes.set_axis_off()
+
+
+def render_pngs(runs: Sequence[Run], dpi: int = 100) -> dict[str, bytes]:
+    """One PNG per figure group."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:  # pragma: no cover - matplotlib is a dependency
+        raise ReportError(f"plot: matplotlib is not available ({error})") from None
+    pngs: dict[str, bytes] = {}
+    for name, results in figure_groups(runs).items():
+        figure = Figure(figsize=(15, 4.5), layout="constrained")
+        _draw(figure, name, results)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=dpi)
+        pngs[name] = buffer.getvalue()
+    return pngs
+
+
+def write_plots(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
+    """Write ``<out_dir>/<figure>.png`` for every figure; return the paths."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ReportError(f"{out}: cannot create directory ({error.strerror})") from None
+    paths = []
+    for name, png in render_pngs(runs).items():
+        path = out / f"{name}.png"
+        path.write_bytes(png)
+        paths.append(path)
+    return paths

@@ -1,0 +1,134 @@
+"""Transformer: a GPT-style decoder (token + position embedding, pre-norm blocks of causal
+multi-head self-attention through ``scaled_dot_product_attention`` and a GELU MLP, tied head).
+
+The throughput batch is next-token prediction on random bytes (vocab 256). The accuracy task
+reads a digit as 16 byte tokens (8x8 pixels at 4 grey levels, 4 pixels a token) and predicts
+the label as the next token: the class scores are the logits of tokens 0..9 at the last position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import FamilyConfig, Workload
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig(FamilyConfig):
+    n_layer: int
+    d_model: int
+    n_head: int
+    vocab_size: int = 256
+    seq_len: int = 128
+
+    SIZES = {
+        "xs": dict(n_layer=2, d_model=64, n_head=2),  # 0.12M
+        "s": dict(n_layer=4, d_model=128, n_head=4),  # 0.84M
+        "m": dict(n_layer=6, d_model=384, n_head=6),  # 10.8M
+        "l": dict(n_layer=12, d_model=768, n_head=12),  # 85.3M
+        "xl": dict(n_layer=20, d_model=2048, n_head=16),  # 1.01B
+    }
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"transformer: d_model {self.d_model} not divisible by n_head {self.n_head}")
+        if self.seq_len < 16:
+            raise ValueError(f"transformer: seq_len must be >= 16 (the digits task), got {self.seq_len}")
+
+    def matmul_params(self) -> int:
+        """Weights that take part in a matmul per token: the blocks' Linear layers and the head."""
+        return self.n_layer * 12 * self.d_model**2 + self.vocab_size * self.d_model
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.seq_len, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head.weight = self.wte.weight  # tied
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, vocab)
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+class Transformer(Workload):
+    name = "transformer"
+    Config = TransformerConfig
+    default_batch_size = 16
+    accuracy_steps = 200
+    accuracy_batch_size = 32
+    accuracy_lr = 2e-3
+
+    cfg: TransformerConfig
+
+    @property
+    def seq_len(self) -> int:  # type: ignore[override]
+        return self.cfg.seq_len
+
+    def build_model(self) -> nn.Module:
+        return GPT(self.cfg)
+
+    def synthetic_batch(self, batch_size, device, generator):
+        shape = (batch_size, self.cfg.seq_len + 1)
+        tokens = torch.randint(0, self.cfg.vocab_size, shape, generator=generator).to(device)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def loss(self, output, target):
+        return F.cross_entropy(output.flatten(0, 1).float(), target.flatten())
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 32, 32) in [0, 1] -> (N, 16) tokens: 8x8 pixels, 4 levels, 4 pixels a token."""
+        px = F.adaptive_avg_pool2d(images, 8).flatten(1)  # (N, 64)
+        levels = (px * 4).long().clamp_(0, 3).view(-1, 16, 4)  # (N, 16, 4)
+        weights = torch.tensor([64, 16, 4, 1])
+        return (levels * weights).sum(-1)  # (N, 16), values 0..255
+
+    def class_logits(self, output: torch.Tensor) -> torch.Tensor:
+        return output[:, -1, :10]  # (N, 10): the label as the next token
+
+    def train_flops_per_sample(self) -> int:
+        """PaLM's count per token, 6N + 12*L*d*T (N: matmul weights), times seq_len."""
+        c = self.cfg
+        per_token = 6 * c.matmul_params() + 12 * c.n_layer * c.d_model * c.seq_len
+        return per_token * c.seq_len

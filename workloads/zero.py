@@ -1,0 +1,1 @@
+"""DeepSpeed ZeRO variants (registered into VARIANTS when this module imports)."""
