@@ -30,6 +30,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--results-dir", default="results", help="stream each result there as a JSON line ('' to disable)")
     g.addoption("--no-accuracy", action="store_true", help="skip the accuracy task (faster; accuracy absent)")
     g.addoption("--seed", type=int, default=0, help="seed of models and data (default 0)")
+    g.addoption(
+        "--inject-slowdown",
+        type=float,
+        default=0.0,
+        help="for evaluating regression gates: after each timed step, sleep this fraction of the warm-up step time",
+    )
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -50,6 +56,7 @@ def _settings(config: pytest.Config) -> Settings:
         results_dir=opt("--results-dir") or None,
         accuracy=not opt("--no-accuracy"),
         seed=opt("--seed"),
+        inject_slowdown=opt("--inject-slowdown"),
     )
 
 

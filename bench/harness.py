@@ -71,17 +71,28 @@ def not_run_info(family: str, size: str, variant: str, settings: Settings, statu
     }
 
 
-def timed_step(case) -> tuple[Callable[[], None], list[float]]:
+def timed_step(case, delay_s: float = 0.0) -> tuple[Callable[[], None], list[float]]:
     """The callable pytest-benchmark times. On CUDA it also records each step with CUDA
-    events; the event times become the reported step times (host timer otherwise)."""
+    events; the event times become the reported step times (host timer otherwise).
+    ``delay_s`` (``--inject-slowdown``) sleeps after each step, inside the timed call."""
     if case.device.type != "cuda":
-        return case.step, []
+        if not delay_s:
+            return case.step, []
+
+        def slowed() -> None:
+            case.step()
+            time.sleep(delay_s)
+
+        return slowed, []
     event_times: list[float] = []
 
     def step() -> None:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         case.trainer.train_step(*case.batch)
+        if delay_s:  # idle the GPU for delay_s between the step's kernels and the end event
+            torch.cuda.synchronize(case.device)
+            time.sleep(delay_s)
         end.record()
         end.synchronize()
         event_times.append(start.elapsed_time(end) / 1e3)
@@ -175,7 +186,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
         warm = (time.perf_counter() - t0) / max(tier.warmup_rounds, 1)
         rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
 
-        step, event_times = timed_step(case)
+        step, event_times = timed_step(case, s.inject_slowdown * warm)
         with Sampler(s.device, interval_s=s.telemetry_interval_s) as sampler:
             benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
         step_times = event_times or list(benchmark.stats.stats.data)

@@ -80,6 +80,8 @@ class Settings:
     results_dir: str | None = "results"
     accuracy: bool = True
     seed: int = 0
+    inject_slowdown: float = 0.0  # for evaluating regression gates: extra sleep per step
+
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
@@ -91,6 +93,8 @@ class Settings:
             )
         if self.case_timeout_s is not None and self.case_timeout_s <= 0:
             raise ValueError(f"--case-timeout must be > 0 seconds, got {self.case_timeout_s}")
+        if not 0.0 <= self.inject_slowdown <= 10.0:
+            raise ValueError(f"--inject-slowdown must be between 0 and 10, got {self.inject_slowdown}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
 

@@ -15,6 +15,7 @@ API::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from reports.metrics import METRICS, Metric, format_times, ratio
 from reports.table import Table, format_cell
 
 DEFAULT_METRIC = "samples_per_s"
+MISSING = "missing: not run"
 
 
 @dataclass
@@ -81,37 +83,35 @@ def build_comparison(columns: Sequence[Column], metric: str = DEFAULT_METRIC) ->
         if not first.results.keys() & column.results.keys():
             raise ReportError(f"{column.source}: no benchmark in common with {first.source}")
 
-    keys: dict[tuple[int, str], Result] = {}
+    examples: dict[tuple[int, str], Result] = {}  # (world size, id) -> any column's result
     for column in columns:
         for key, result in column.results.items():
-            keys.setdefault(key, result)
-    ordered = sorted(keys, key=lambda key: (keys[key].order[:3], key[0]))
-    show_world_size = len({ws for ws, _ in keys}) > 1
+            examples.setdefault(key, result)
+    ordered = sorted(examples, key=lambda key: (examples[key].order[:3], key[0]))
+    show_world_size = len({ws for ws, _ in examples}) > 1
     summary_name = "mean delta" if spec.ratio == "delta" else "geomean"
 
     rows: list[list[str]] = []
-    family_pairs: list[list[tuple[float, float]]] = [[] for _ in columns[1:]]
-    for position, key in enumerate(ordered):
-        family = keys[key].family
-        reference = first.results.get(key)
-        row = [key[1]] + [str(key[0])] * show_world_size
-        for i, column in enumerate(columns):
-            result = column.results.get(key)
-            row.append(
-                "missing: not run" if result is None else format_cell(spec, result, reference)
-            )
-            if i and result is not None and reference is not None:
-                value, reference_value = result.value(metric), reference.value(metric)
-                if value is not None and reference_value is not None:
-                    family_pairs[i - 1].append((value, reference_value))
-        rows.append(row)
-        last_of_family = (
-            position + 1 == len(ordered) or keys[ordered[position + 1]].family != family
-        )
-        if last_of_family and spec.ratio is not None:
+    for family, family_keys in itertools.groupby(ordered, key=lambda key: examples[key].family):
+        pairs: list[list[tuple[float, float]]] = [[] for _ in columns[1:]]  # per other column
+        for key in family_keys:
+            reference = first.results.get(key)
+            row = [key[1]] + [str(key[0])] * show_world_size
+            for column in columns:
+                cell = column.results.get(key)
+                row.append(MISSING if cell is None else format_cell(spec, cell, reference))
+            rows.append(row)
+            reference_value = None if reference is None else reference.value(metric)
+            if reference_value is None:
+                continue
+            for column_pairs, column in zip(pairs, columns[1:], strict=True):
+                other = column.results.get(key)
+                value = None if other is None else other.value(metric)
+                if value is not None:
+                    column_pairs.append((value, reference_value))
+        if spec.ratio is not None:
             summary = [f"{family} {summary_name}"] + [""] * show_world_size + ["(reference)"]
-            rows.append(summary + [_summary(spec, pairs) for pairs in family_pairs])
-            family_pairs = [[] for _ in columns[1:]]
+            rows.append(summary + [_summary(spec, column_pairs) for column_pairs in pairs])
 
     headers = (
         ["benchmark"] + ["world size"] * show_world_size + [column.label for column in columns]
