@@ -13,7 +13,7 @@ import torch
 from reports.metrics import SCHEMA
 from workloads import Unsupported, build_case, get_variant
 from workloads.probe import matmul_peak_tflops
-from workloads.registry import estimate_accuracy_seconds, estimate_case_seconds
+from workloads.registry import estimate_accuracy_seconds, estimate_case_seconds, parse_device
 
 from .machine import machine_facts
 from .results import ResultsStream
@@ -150,7 +150,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
 
     try:
         var = get_variant(variant)
-        device = torch.device(s.device)
+        device = parse_device(s.device)
         var.check(device, s.world_size)
         peak = session.peak_tflops(device, var.compute_dtype) if var.phase == "train" else None
     except Unsupported as e:
@@ -208,6 +208,8 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
         acc = accuracy_metrics(case, session)
         absent.update(acc.pop("absent", {}))
         info.update(acc)
+        if info["tokens_per_s"] is None:
+            absent["tokens_per_s"] = f"{family} is not a sequence model"
         if info["peak_tflops"] is None:
             absent.update({"peak_tflops": "no matmul probe for this phase", "mfu": "no peak to compare with"})
         if info["model_state_bytes_predicted"] is None:

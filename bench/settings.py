@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from workloads.base import SIZE_ORDER, check_choice
 
 FAMILY_NAMES = ("dense", "cnn", "transformer")
@@ -85,6 +87,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"--device: {self.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
         if self.world_size < 1:
             raise ValueError(f"--world-size must be >= 1, got {self.world_size}")
         if not 0.01 <= self.telemetry_interval_s <= 10:

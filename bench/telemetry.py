@@ -611,7 +611,6 @@ class Sampler:
         self._util = array("d")
         self._n_periodic = 0
         self._reasons: dict[str, str] = {}
-        self._tree = _ProcessTree(self.root_pid)
         self._gpus: list[_NvmlGpu] = []
         self._nvml_reason: str | None = None
         self._rapl: _Rapl | None = None
@@ -625,6 +624,7 @@ class Sampler:
 
         if self.is_cuda:
             self._open_gpu()
+        self._tree = _ProcessTree(self.root_pid)
         if not self._gpus:  # CPU device, or a GPU that NVML cannot read
             rapl = _Rapl.open(RAPL_ROOT)
             if isinstance(rapl, str):
@@ -695,7 +695,8 @@ class Sampler:
                 failures.append(f"GPU {label}: {err}")
                 continue
             self._gpus.append(_NvmlGpu(nvml, label, handle))
-        if failures:
+        if failures:  # sums over a subset of the run's GPUs would mislead: use none
+            self._gpus.clear()
             self._nvml_reason = "NVML handle unavailable for " + "; ".join(failures)
 
     def _tick(self, now: float) -> None:

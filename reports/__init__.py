@@ -5,7 +5,9 @@ torch. matplotlib is imported only by ``reports.plot`` when a plot is drawn.
 
 Modules: ``metrics`` (the one metrics table and number formats), ``load`` (inputs ->
 ``Run``/``Result``, ``ReportError``), ``table`` (the three tables, ``render_tables``),
-``compare`` (hardware comparison), ``plot`` (scaling curves), ``html`` (report), ``cli``.
+``compare`` (hardware comparison), ``plot`` (scaling curves), ``html`` (report), ``cli``;
+``synthetic`` builds schema-shaped fake results for tests and ``bench_render`` (which times
+the tables of 500 benchmarks: ``python -m reports.bench_render``).
 """
 
 from reports.load import ReportError, Result, Run, load_inputs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -150,3 +151,6 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         except ReportError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_UNUSABLE
+        except BrokenPipeError:  # `python -m reports table ... | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK

@@ -18,8 +18,8 @@ API::
     result_index(runs) -> dict[(machine, world_size, id), Result]
 
 Unusable input raises :class:`ReportError` with the message ``"<file>: <problem>"``.
-A truncated last line of a jsonl file (a run killed mid-write) is dropped with a
-:class:`ReportWarning`.
+Dropped with a :class:`ReportWarning` instead: a truncated last line of a jsonl file (a
+run killed mid-write) and benchmarks of other suites (no ``schema`` in ``extra_info``).
 """
 
 from __future__ import annotations
@@ -196,10 +196,15 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _expect(where: str, name: str, value: object, ok: bool, expected: str) -> None:
-    if not ok:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise ReportError(f"{where}: {name}: expected {expected}, got {_type_name(value)} {shown}")
+def _mistyped(where: str, name: str, value: object, expected: str) -> ReportError:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return ReportError(f"{where}: {name}: expected {expected}, got {_type_name(value)} {shown}")
+
+
+def _object(value: object, where: str, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _mistyped(where, name, value, "an object")
+    return value
 
 
 def _unsupported_schema(schema: object) -> str:
@@ -207,126 +212,99 @@ def _unsupported_schema(schema: object) -> str:
 
 
 _REQUIRED_STR = ("id", "family", "size", "variant", "status")
-_OPTIONAL_STR = (
-    "phase",
-    "device",
-    "dtype",
-    "reason",
-    "mem_source",
-    "energy_source",
-    "energy_reason",
-)
+_OPTIONAL_STR = ("phase", "device", "dtype", "reason", "mem_source", "energy_source")
 
 
 def validate_extra_info(extra_info: object, where: str) -> dict[str, Any]:
     """Check the archbench fields reports use; return the dict or raise ReportError."""
-    _expect(where, "extra_info", extra_info, isinstance(extra_info, dict), "an object")
-    assert isinstance(extra_info, dict)
-    if "schema" not in extra_info:
+    info = _object(extra_info, where, "extra_info")
+    if "schema" not in info:
         raise ReportError(f"{where}: extra_info has no 'schema' (not an archbench result)")
-    if extra_info["schema"] != SCHEMA:
-        raise ReportError(f"{where}: {_unsupported_schema(extra_info['schema'])}")
+    if info["schema"] != SCHEMA:
+        raise ReportError(f"{where}: {_unsupported_schema(info['schema'])}")
     for key in _REQUIRED_STR:
-        if key not in extra_info:
+        if key not in info:
             raise ReportError(f"{where}: extra_info: missing field {key!r}")
-        _expect(
-            where,
-            key,
-            extra_info[key],
-            isinstance(extra_info[key], str) and extra_info[key] != "",
-            "a string",
-        )
+        if not isinstance(info[key], str) or not info[key]:
+            raise _mistyped(where, key, info[key], "a non-empty string")
     for key in _OPTIONAL_STR:
-        value = extra_info.get(key)
-        _expect(where, key, value, value is None or isinstance(value, str), "a string or null")
-    if extra_info["status"] not in STATUSES:
-        raise ReportError(
-            f"{where}: status {extra_info['status']!r} is not one of {', '.join(STATUSES)}"
-        )
-    expected_id = f"{extra_info['family']}-{extra_info['size']}-{extra_info['variant']}"
-    if extra_info["id"] != expected_id:
-        raise ReportError(
-            f"{where}: id {extra_info['id']!r} does not match family-size-variant {expected_id!r}"
-        )
-    if "world_size" in extra_info:
-        world_size = extra_info["world_size"]
-        _expect(
-            where,
-            "world_size",
-            world_size,
-            _is_int(world_size) and world_size >= 1,
-            "a positive integer",
-        )
+        if info.get(key) is not None and not isinstance(info[key], str):
+            raise _mistyped(where, key, info[key], "a string or null")
+    if info["status"] not in STATUSES:
+        raise ReportError(f"{where}: status {info['status']!r} is not one of {', '.join(STATUSES)}")
+    expected_id = f"{info['family']}-{info['size']}-{info['variant']}"
+    if info["id"] != expected_id:
+        raise ReportError(f"{where}: id {info['id']!r} is not family-size-variant {expected_id!r}")
+    world_size = info.get("world_size", 1)
+    if not _is_int(world_size) or world_size < 1:
+        raise _mistyped(where, "world_size", world_size, "a positive integer")
     for key in METRICS:
-        value = extra_info.get(key)
-        _expect(where, key, value, value is None or _is_number(value), "a number or null")
-    absent = extra_info.get("absent")
-    if absent is not None:
-        ok = isinstance(absent, dict) and all(
-            isinstance(v, str) or v is None for v in absent.values()
-        )
-        _expect(where, "absent", absent, ok, "an object of metric -> reason")
-    return extra_info
+        if info.get(key) is not None and not _is_number(info[key]):
+            raise _mistyped(where, key, info[key], "a number or null")
+    absent = info.get("absent")
+    if absent is not None and not (
+        isinstance(absent, dict) and all(v is None or isinstance(v, str) for v in absent.values())
+    ):
+        raise _mistyped(where, "absent", absent, "an object of metric -> reason")
+    return info
 
 
 # pytest-benchmark's `compare` reads these from every benchmark's stats.
 _PYTEST_BENCHMARK_STATS = ("min", "max", "mean", "stddev", "median", "iqr", "rounds", "iterations")
 
 
-def _validate_stats(stats: object, where: str, required: bool) -> dict[str, Any] | None:
-    if stats is None and not required:
+def _validate_stats(value: object, where: str, required: bool) -> dict[str, Any] | None:
+    """pytest-benchmark's stats: required in its JSON files, null allowed in jsonl lines."""
+    if value is None and not required:
         return None
-    _expect(
-        where,
-        "stats",
-        stats,
-        isinstance(stats, dict),
-        "an object" if required else "an object or null",
-    )
-    assert isinstance(stats, dict)
+    stats = _object(value, where, "stats")
     for key in _PYTEST_BENCHMARK_STATS:
         if key not in stats:
             if required:
                 raise ReportError(f"{where}: stats: missing field {key!r}")
-            continue
-        _expect(where, f"stats.{key}", stats[key], _is_number(stats[key]), "a number")
+        elif not _is_number(stats[key]):
+            raise _mistyped(where, f"stats.{key}", stats[key], "a number")
     return stats
 
 
-def _result(entry: object, where: str, stats_required: bool) -> Result:
-    _expect(where, "benchmark", entry, isinstance(entry, dict), "an object")
-    assert isinstance(entry, dict)
+def _is_archbench(extra_info: object, where: str) -> bool:
+    """False, with a warning, for another suite's benchmark: an extra_info without 'schema'."""
+    if isinstance(extra_info, dict) and "schema" not in extra_info:
+        message = f"{where}: no 'schema' in extra_info, not an archbench result: ignored"
+        warnings.warn(message, ReportWarning, stacklevel=3)
+        return False
+    return True
+
+
+def _result(value: object, where: str, stats_required: bool) -> Result | None:
+    """The benchmark record, or None for a benchmark that is not archbench's."""
+    entry = _object(value, where, "benchmark")
     name = entry.get("name")
-    _expect(where, "name", name, isinstance(name, str), "a string")
-    assert isinstance(name, str)
+    if not isinstance(name, str):
+        raise _mistyped(where, "name", name, "a string")
     where = f"{where} ({name})"
-    if "extra_info" not in entry:
-        raise ReportError(f"{where}: missing field 'extra_info'")
+    for key in ("extra_info", "stats") if stats_required else ("extra_info",):
+        if key not in entry:
+            raise ReportError(f"{where}: missing field {key!r}")
+    if not _is_archbench(entry["extra_info"], where):
+        return None
     extra_info = validate_extra_info(entry["extra_info"], where)
-    if stats_required and "stats" not in entry:
-        raise ReportError(f"{where}: missing field 'stats'")
     stats = _validate_stats(entry.get("stats"), where, stats_required)
     fullname = entry.get("fullname")
     return Result(extra_info, name, stats, fullname if isinstance(fullname, str) else None)
 
 
 def _machine_info(value: object, where: str) -> dict[str, Any]:
-    _expect(where, "machine_info", value, isinstance(value, dict), "an object")
-    assert isinstance(value, dict)
-    archbench = value.get("archbench")
-    _expect(
-        where,
-        "machine_info.archbench",
-        archbench,
-        archbench is None or isinstance(archbench, dict),
-        "an object",
-    )
-    return value
+    machine_info = _object(value, where, "machine_info")
+    if machine_info.get("archbench") is not None:
+        _object(machine_info["archbench"], where, "machine_info.archbench")
+    return machine_info
 
 
 def _datetime(value: object, where: str) -> str | None:
-    _expect(where, "datetime", value, value is None or isinstance(value, str), "a string")
-    return value if isinstance(value, str) else None
+    if value is not None and not isinstance(value, str):
+        raise _mistyped(where, "datetime", value, "a string")
+    return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -356,16 +334,18 @@ def load_json(path: str | Path) -> Run:
             f"{path}: not JSON ({error.msg} at line {error.lineno} column {error.colno})"
         ) from None
     where = str(path)
-    _expect(where, "top level", data, isinstance(data, dict), "an object")
+    data = _object(data, where, "top level")
     for key in ("machine_info", "benchmarks"):
         if key not in data:
             raise ReportError(f"{where}: missing field {key!r} (not a pytest-benchmark JSON file)")
     machine_info = _machine_info(data["machine_info"], where)
     benchmarks = data["benchmarks"]
-    _expect(where, "benchmarks", benchmarks, isinstance(benchmarks, list), "a list")
-    results = [
+    if not isinstance(benchmarks, list):
+        raise _mistyped(where, "benchmarks", benchmarks, "a list")
+    records = (
         _result(entry, f"{where}: benchmarks[{i}]", True) for i, entry in enumerate(benchmarks)
-    ]
+    )
+    results = [result for result in records if result is not None]
     return Run(machine_info, results, where, datetime=_datetime(data.get("datetime"), where))
 
 
@@ -388,7 +368,7 @@ def load_jsonl(path: str | Path) -> Run:
                 warnings.warn(f"{where}: truncated last line ignored", ReportWarning, stacklevel=2)
                 break
             raise ReportError(f"{where}: not JSON ({error.msg} at column {error.colno})") from None
-        _expect(where, "record", record, isinstance(record, dict), "an object")
+        record = _object(record, where, "line")
         kind = record.get("type")
         if kind == "machine":
             if machine_info is not None:
@@ -402,7 +382,9 @@ def load_jsonl(path: str | Path) -> Run:
         elif kind == "benchmark":
             if machine_info is None:
                 raise ReportError(f"{where}: benchmark line before the machine line")
-            results.append(_result(record, where, False))
+            result = _result(record, where, False)
+            if result is not None:
+                results.append(result)
         else:
             raise ReportError(f"{where}: type {kind!r} is neither 'machine' nor 'benchmark'")
     if machine_info is None:
@@ -417,10 +399,11 @@ def run_from_extra_info(
     source: str = "<session>",
 ) -> Run:
     """A Run from bare ``extra_info`` dicts (what the bench's conftest holds at session end)."""
-    records = [
-        Result(validate_extra_info(dict(info), f"{source}: result {i}"), str(info.get("id", i)))
-        for i, info in enumerate(results)
-    ]
+    records = []
+    for i, info in enumerate(results):
+        where = f"{source}: result {i}"
+        if _is_archbench(info, where):
+            records.append(Result(validate_extra_info(dict(info), where), str(info.get("id", i))))
     return Run(dict(machine_info or {}), records, source, label=label or "")
 
 

@@ -53,7 +53,9 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
         axes = figure.add_subplot(1, len(PANELS), position)
         axes.set_title(metric.label)
         axes.set_xlabel("parameters")
-        axes.set_ylabel(f"{metric.label} ({metric.unit})")
+        axes.set_ylabel(
+            metric.label if metric.label == metric.unit else f"{metric.label} ({metric.unit})"
+        )
         drawn = False
         for variant in variants:
             points = sorted(

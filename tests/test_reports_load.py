@@ -165,7 +165,6 @@ def _delete(key: str) -> Mutation:
 
 BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
     ("wrong schema", _set("schema", "archbench/2"), "schema 'archbench/2' is not supported"),
-    ("no schema", _delete("schema"), "extra_info has no 'schema'"),
     ("missing id", _delete("id"), "extra_info: missing field 'id'"),
     (
         "mistyped",
@@ -176,7 +175,11 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
     ("nan", _set("mfu", math.nan), "mfu: expected a number or null, got float nan"),
     ("world size", _set("world_size", 0), "world_size: expected a positive integer"),
     ("status", _set("status", "crashed"), "status 'crashed' is not one of ok, skipped, oom, error"),
-    ("id", _set("id", "dense-xs-bf16"), "id 'dense-xs-bf16' does not match"),
+    (
+        "id",
+        _set("id", "dense-xs-bf16"),
+        "id 'dense-xs-bf16' is not family-size-variant 'dense-xs-fp32'",
+    ),
     ("absent", _set("absent", ["mfu"]), "absent: expected an object of metric -> reason"),
     ("reason", _set("reason", 3), "reason: expected a string or null, got int"),
     ("stats", lambda doc: doc["benchmarks"][0]["stats"].pop("median"), "stats: missing 'median'"),
@@ -218,3 +221,20 @@ def test_duplicate_benchmark_in_one_run(tmp_path: Path) -> None:
     doc = benchmark_json([make_extra_info(), make_extra_info()])
     with pytest.raises(ReportError, match="duplicate benchmark id 'dense-xs-fp32'"):
         load_json(write_json(tmp_path / "dup.json", doc))
+
+
+def test_other_suites_benchmarks_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    doc = benchmark_json([make_extra_info()])
+    foreign = json.loads(json.dumps(doc["benchmarks"][0]))
+    foreign.update(name="test_tokenizer_speed", extra_info={})
+    doc["benchmarks"].append(foreign)
+    path = write_json(tmp_path / "mixed.json", doc)
+    with pytest.warns(
+        ReportWarning, match=r"benchmarks\[1\] \(test_tokenizer_speed\): no 'schema'"
+    ):
+        run = load_json(path)
+    assert [r.id for r in run.results] == ["dense-xs-fp32"]
+    doc["benchmarks"] = [foreign]
+    write_json(path, doc)
+    with pytest.warns(ReportWarning), pytest.raises(ReportError, match="no benchmark results"):
+        load_inputs([path])

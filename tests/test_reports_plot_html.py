@@ -56,8 +56,9 @@ def test_plot_names_figures_by_machine_and_world_size_when_they_vary() -> None:
     ]
 
 
-@pytest.fixture
-def report(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("report")
     session = session_results()
     ids = {info["id"] for info in session}
     more = [info for info in scaling_results() if info["id"] not in ids]

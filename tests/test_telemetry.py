@@ -486,3 +486,12 @@ def test_cuda_allocator_peak_when_cuda_is_available(fake_nvml, monkeypatch) -> N
     assert sampler.result.peak_mem_bytes == 123 * MB
     assert sampler.result.mem_source == "cuda-allocator"
     assert "peak_mem_bytes" not in sampler.result.absent
+
+
+def test_unreachable_gpu_disables_nvml_sums_rather_than_partial(fake_nvml) -> None:
+    fake_nvml(FakeGPU(), FakeGPU())
+    with Sampler("cuda", interval_s=0.02, gpu_indices=[0, 5]) as sampler:
+        time.sleep(0.02)
+    result = sampler.result
+    assert result.gpu == {} and result.energy_j is None
+    assert "NVML handle unavailable for GPU 5: Invalid Argument" in result.energy_reason

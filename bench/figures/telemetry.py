@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -101,24 +102,31 @@ def measure_case(step: Step, interval_s: float, pairs: int, steps_per_block: int
     _time_block(step, 3)  # warm-up
     with_times: list[float] = []
     without_times: list[float] = []
+    pair_ratios = []
     delivered = requested = 0
     block_fractions = []
     for pair in range(pairs):
+        blocks: dict[bool, list[float]] = {}
         for sampled in (True, False) if pair % 2 == 0 else (False, True):
             if sampled:
                 with Sampler("cpu", interval_s=interval_s) as sampler:
-                    with_times += _time_block(step, steps_per_block)
+                    blocks[sampled] = _time_block(step, steps_per_block)
                 result = sampler.result
                 delivered += result.n_samples
                 requested += result.requested_samples
                 block_fractions.append(result.n_samples / max(1, result.requested_samples))
             else:
-                without_times += _time_block(step, steps_per_block)
+                blocks[sampled] = _time_block(step, steps_per_block)
+        with_times += blocks[True]
+        without_times += blocks[False]
+        pair_ratios.append(statistics.median(blocks[True]) / statistics.median(blocks[False]))
     med_with, med_without = statistics.median(with_times), statistics.median(without_times)
     return {
         "step_s_without": med_without,
         "step_s_with": med_with,
         "overhead_ratio": med_with / med_without,
+        # the same, pair by pair: robust to the machine's load drifting during the run
+        "overhead_ratio_median_of_pairs": statistics.median(pair_ratios),
         "steps_each": len(with_times),
         "delivered_fraction": delivered / requested if requested else None,
         "delivered_fraction_min_block": min(block_fractions),
@@ -169,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.figures.telemetry")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here")
     parser.add_argument("--interval", type=float, default=0.01, help="seconds (default 0.01)")
-    parser.add_argument("--pairs", type=int, default=8, help="with/without block pairs")
-    parser.add_argument("--steps-per-block", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=12, help="with/without block pairs")
+    parser.add_argument("--steps-per-block", type=int, default=2)
     parser.add_argument("--cases", default="dense,transformer", help="comma list")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, default=20, help=argparse.SUPPRESS)
@@ -179,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         _child(args.interval, args.child_steps)
         return 0
 
-    figures: dict = {"interval_s": args.interval, "torch_threads": torch.get_num_threads()}
+    figures: dict = {
+        "interval_s": args.interval,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m_start": os.getloadavg()[0],  # other processes sharing the cores skew it
+    }
     cases = make_cases()
     names = [n.strip() for n in args.cases.split(",")]
     for name in names:
@@ -192,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:12s} step {res['step_s_without'] * 1e3:8.2f} ms without, "
             f"{res['step_s_with'] * 1e3:8.2f} ms with -> overhead {res['overhead_ratio']:.4f} "
-            f"(target <= 1.01, {res['steps_each']} steps each); delivered "
+            f"(median of pairs {res['overhead_ratio_median_of_pairs']:.4f}; target <= 1.01, "
+            f"{res['steps_each']} steps each); delivered "
             f"{res['samples_delivered']}/{res['samples_requested']} = "
             f"{res['delivered_fraction']:.3f} (min block {res['delivered_fraction_min_block']:.3f}"
             f", target >= 0.9)",
@@ -205,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         f"sampler {peak['sampler_peak_bytes'] / 2**20:.1f} MiB (ratio {peak['sampler_ratio']:.3f}),"
         f" sampled only {peak['sampled_only_peak_bytes'] / 2**20:.1f} MiB "
         f"(ratio {peak['sampled_only_ratio']:.3f}); target within 10%"
+    )
+    figures["loadavg_1m_end"] = os.getloadavg()[0]
+    print(
+        f"load average (1 min) {figures['loadavg_1m_start']:.2f} at start, "
+        f"{figures['loadavg_1m_end']:.2f} at end, on {figures['cpu_count']} CPUs"
     )
     if args.json:
         with open(args.json, "w") as f:

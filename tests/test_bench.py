@@ -1,0 +1,198 @@
+"""``pytest bench`` end to end in a subprocess: the JSON it writes, streaming, refusals."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+SCHEMA_KEYS = {
+    "schema", "id", "family", "size", "variant", "phase", "device", "dtype", "world_size",
+    "batch_size", "seq_len", "status", "params", "samples_per_step", "flops_per_step",
+    "step_time_s", "step_times_s", "samples_per_s", "tokens_per_s", "tflops", "peak_tflops",
+    "mfu", "peak_mem_bytes", "power_w", "energy_j_per_sample", "samples_per_j",
+    "energy_source", "accuracy", "accuracy_metric", "accuracy_reference", "accuracy_delta",
+    "model_bytes", "model_state_bytes", "telemetry", "absent",
+}  # fmt: skip
+
+
+def run_bench(pytester: pytest.Pytester, *args: str):
+    return pytester.runpytest_subprocess(
+        str(BENCH), "--benchmark-only", "-p", "no:cacheprovider", *args, timeout=300
+    )
+
+
+def read_jsonl(directory: Path) -> list[dict]:
+    (path,) = directory.glob("results-*.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One tiny real run shared by the assertions below."""
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("bench")
+    cmd = [
+        sys.executable, "-m", "pytest", str(BENCH), "--benchmark-only", "-p", "no:cacheprovider",
+        "--family", "dense,transformer", "--size", "xs", "--variant", "fp32,amp-bf16",
+        "--telemetry-interval", "0.01", "--benchmark-json", str(tmp / "out.json"),
+        "--results-dir", str(tmp / "results"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp, json.loads((tmp / "out.json").read_text()), proc.stdout
+
+
+def test_every_case_writes_the_schema(smoke_run):
+    _, data, _ = smoke_run
+    ids = sorted(b["extra_info"]["id"] for b in data["benchmarks"])
+    assert ids == [
+        "dense-xs-amp-bf16",
+        "dense-xs-fp32",
+        "transformer-xs-amp-bf16",
+        "transformer-xs-fp32",
+    ]
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        assert SCHEMA_KEYS <= set(info), SCHEMA_KEYS - set(info)
+        assert info["schema"] == "archbench/1" and info["status"] == "ok"
+        assert bench["group"] == f"{info['family']}-{info['size']}"
+
+
+def test_figures_recompute_from_the_json(smoke_run):
+    _, data, _ = smoke_run
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        times = info["step_times_s"]
+        assert len(times) == bench["stats"]["rounds"]
+        assert info["step_time_s"] == pytest.approx(statistics.median(times))
+        assert info["step_time_s"] == pytest.approx(bench["stats"]["median"])
+        assert info["samples_per_step"] == info["batch_size"] * info["world_size"]
+        assert info["samples_per_s"] == pytest.approx(
+            info["samples_per_step"] / info["step_time_s"]
+        )
+        assert info["tflops"] == pytest.approx(info["flops_per_step"] / info["step_time_s"] / 1e12)
+        assert info["mfu"] == pytest.approx(info["tflops"] / info["peak_tflops"])
+        if info["family"] == "transformer":
+            assert info["tokens_per_s"] == pytest.approx(info["samples_per_s"] * info["seq_len"])
+        else:
+            assert info["tokens_per_s"] is None and info["seq_len"] is None
+
+
+def test_accuracy_and_reference(smoke_run):
+    _, data, _ = smoke_run
+    by_id = {b["extra_info"]["id"]: b["extra_info"] for b in data["benchmarks"]}
+    for family in ("dense", "transformer"):
+        fp32, bf16 = by_id[f"{family}-xs-fp32"], by_id[f"{family}-xs-amp-bf16"]
+        assert fp32["accuracy"] > 0.5 and fp32["accuracy_metric"] == "top1"
+        assert bf16["accuracy_reference"] == fp32["accuracy"]
+        assert bf16["accuracy_delta"] == pytest.approx(bf16["accuracy"] - fp32["accuracy"])
+        assert bf16["dtype"] == "bfloat16" and fp32["dtype"] == "float32"
+
+
+def test_absent_metrics_are_null_with_reason_never_zero(smoke_run):
+    _, data, _ = smoke_run
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        for key, value in info.items():
+            if value is None and key not in ("reason", "seq_len", "energy_reason"):
+                assert info["absent"].get(key), f"{info['id']}: {key} is null without a reason"
+        if info["energy_source"] == "none":
+            assert info["power_w"] is None and info["samples_per_j"] is None
+            assert info["energy_reason"]
+
+
+def test_machine_info_and_memory(smoke_run):
+    _, data, _ = smoke_run
+    facts = data["machine_info"]["archbench"]
+    assert facts["torch"] and facts["cpu_cores"] >= 1 and facts["label"]
+    assert facts["peak_tflops"]["cpu:float32"] > 0 and facts["peak_tflops"]["cpu:bfloat16"] > 0
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        assert info["peak_mem_bytes"] > 50e6  # a process with torch loaded
+        assert info["model_state_bytes"] >= 16 * info["params"]
+
+
+def test_results_stream_and_tables(smoke_run):
+    tmp, data, stdout = smoke_run
+    lines = read_jsonl(tmp / "results")
+    assert lines[0]["type"] == "machine" and lines[0]["schema"] == "archbench/1"
+    streamed = {rec["extra_info"]["id"]: rec for rec in lines[1:]}
+    assert set(streamed) == {b["extra_info"]["id"] for b in data["benchmarks"]}
+    for bench in data["benchmarks"]:
+        rec = streamed[bench["extra_info"]["id"]]
+        assert rec["extra_info"]["samples_per_s"] == bench["extra_info"]["samples_per_s"]
+        assert rec["stats"]["rounds"] == bench["stats"]["rounds"]
+    for title in ("## Throughput", "## Accuracy", "## Efficiency"):
+        assert title in stdout
+    assert "## Throughput" in (tmp / "out.md").read_text()
+
+
+def test_unknown_family_is_refused_with_allowed_values(pytester):
+    result = run_bench(pytester, "--family", "rnn")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--family: unknown 'rnn'; allowed: dense, cnn, transformer*"])
+
+
+def test_bad_telemetry_interval_is_refused(pytester):
+    result = run_bench(pytester, "--telemetry-interval", "0.001")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--telemetry-interval must be between 0.01 and 10 seconds*"])
+
+
+def test_unsupported_device_is_skipped_with_reason(pytester):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = pytester.path / "r"
+    result = run_bench(pytester, "--family", "dense", "--size", "xs", "--variant", "fp32", "--device", "cuda",
+                       "--results-dir", str(out), "-rs")  # fmt: skip
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*CUDA is not available*"])
+    (rec,) = read_jsonl(out)[1:]
+    assert (
+        rec["extra_info"]["status"] == "skipped"
+        and "CUDA is not available" in rec["extra_info"]["reason"]
+    )
+    assert rec["stats"] is None
+
+
+def test_case_timeout_skips_with_the_estimate(pytester):
+    result = run_bench(pytester, "--family", "dense", "--size", "s", "--variant", "fp32",
+                       "--case-timeout", "0.0001", "--results-dir", "", "-rs")  # fmt: skip
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*estimated at least*GFLOP/s on cpu, over --case-timeout 0.0001s*"]
+    )
+
+
+def test_results_measured_before_a_failure_stay_on_disk(pytester):
+    """The second case fails; the first one's result is already streamed, and the failure too."""
+    pytester.makepyfile(
+        failing_plugin="""
+        import workloads.registry as registry
+        real = registry.build_case
+        def build_case(family, size, variant, *a, **k):
+            if variant == "amp-bf16":
+                raise RuntimeError("injected failure")
+            return real(family, size, variant, *a, **k)
+        import bench.harness
+        bench.harness.build_case = build_case
+        """
+    )
+    out = pytester.path / "r"
+    result = run_bench(pytester, "-p", "failing_plugin", "--family", "dense", "--size", "xs",
+                       "--variant", "fp32,amp-bf16", "--no-accuracy", "--results-dir", str(out))  # fmt: skip
+    result.assert_outcomes(passed=1, failed=1)
+    recs = read_jsonl(out)[1:]
+    assert [r["extra_info"]["status"] for r in recs] == ["ok", "error"]
+    assert "injected failure" in recs[1]["extra_info"]["reason"]
+    assert recs[0]["extra_info"]["accuracy"] is None
+    assert recs[0]["extra_info"]["absent"]["accuracy"] == "disabled with --no-accuracy"
