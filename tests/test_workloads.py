@@ -147,7 +147,7 @@ def test_variant_step_trains_and_counts_state(variant):
     before = [p.detach().clone() for p in case.trainer.model.parameters()]
     case.step()
     after = list(case.trainer.model.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, after)), "the step changed no weight"
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), "the step changed no weight"
     assert (
         case.compute_dtype
         == {"fp32": torch.float32, "amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}[variant]

@@ -57,7 +57,7 @@ class CNNConfig(FamilyConfig):
 
     def fc_dims(self) -> list[tuple[int, int]]:
         dims = [self.flat_features(), *self.fc, self.n_classes]
-        return list(zip(dims[:-1], dims[1:]))
+        return list(zip(dims[:-1], dims[1:], strict=True))
 
 
 class ConvNet(nn.Module):

@@ -31,7 +31,7 @@ class DenseConfig(FamilyConfig):
 
     def layer_dims(self) -> list[tuple[int, int]]:
         dims = [self.in_features] + [self.width] * self.depth + [self.n_classes]
-        return list(zip(dims[:-1], dims[1:]))
+        return list(zip(dims[:-1], dims[1:], strict=True))
 
 
 class MLP(nn.Module):
