@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from workloads.base import SIZE_ORDER
 
+from . import distributed
 from .harness import Session
 from .results import ResultsStream
 from .settings import FAMILY_NAMES, TIERS, Settings, split_list
@@ -36,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=0.0,
         help="for evaluating regression gates: after each timed step, sleep this fraction of the warm-up step time",
     )
+    # the DeepSpeed launcher appends --local_rank=N; the rank comes from LOCAL_RANK instead
+    g.addoption("--local_rank", "--local-rank", type=int, default=None, help="(set by the DeepSpeed launcher; ignored)")
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -60,17 +64,53 @@ def _settings(config: pytest.Config) -> Settings:
     )
 
 
+def _join_ranks(config: pytest.Config, settings: Settings) -> tuple[Settings, distributed.Ranks]:
+    """--world-size > 1 (or a launcher's environment): join the ranks, starting them when no
+    launcher did; only rank 0 writes results, JSON and tables (see bench/distributed.py)."""
+    if config.getoption("--collect-only", False) or config.getoption("help", False):
+        return settings, distributed.Ranks()
+    inv = config.invocation_params
+    ranks = distributed.setup(
+        settings.world_size,
+        settings.device,
+        list(inv.args),
+        inv.dir,
+        settings.results_dir,
+        timeout_s=max(600.0, 2 * settings.timeout_s),
+    )
+    if ranks.active and settings.device.startswith("cuda"):
+        settings = dataclasses.replace(settings, device=f"cuda:{ranks.local_rank}")
+    if not ranks.is_main:
+        settings = dataclasses.replace(settings, results_dir=None)
+        for name, off in (("benchmark_json", None), ("benchmark_save", None), ("benchmark_autosave", False)):
+            if hasattr(config.option, name):
+                setattr(config.option, name, off)
+    return settings, ranks
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads --benchmark-json (rank 0 only)
 def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = _settings(config)
+        settings, ranks = _join_ranks(config, settings)
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
-    session = Session(settings)
+    session = Session(settings, ranks=ranks)
     config.stash[SESSION_KEY] = session
     if settings.results_dir and not config.getoption("--collect-only", False):
         machine_info = config.hook.pytest_benchmark_generate_machine_info(config=config)
         machine_info["archbench"] = session.machine_info()
         session.stream = ResultsStream(settings.results_dir, machine_info)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave the process group; rank 0 waits for the ranks it started and fails the run when one failed."""
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None or not state.ranks.active:
+        return
+    state.rank_exits = state.ranks.finish()
+    if any(rc != 0 for _, rc, _ in state.rank_exits) and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -101,7 +141,13 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     """The three archbench tables under pytest-benchmark's own, also written as Markdown."""
     session = config.stash.get(SESSION_KEY, None)
-    if session is None or not session.results:
+    for rank, rc, log in getattr(session, "rank_exits", []):
+        terminalreporter.write_line(
+            f"archbench rank {rank}: exit code {rc if rc is not None else 'none (killed)'}, log {log}"
+        )
+        if rc != 0:
+            terminalreporter.write_line(distributed.log_tail(log))
+    if session is None or not session.results or not session.ranks.is_main:
         return
     from reports.table import render_tables
 

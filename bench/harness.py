@@ -15,6 +15,7 @@ from workloads import Unsupported, build_case, get_variant
 from workloads.probe import matmul_peak_tflops
 from workloads.registry import estimate_accuracy_seconds, estimate_case_seconds, parse_device
 
+from .distributed import Ranks
 from .machine import machine_facts
 from .results import ResultsStream
 from .settings import Settings
@@ -24,9 +25,11 @@ from .telemetry import Sampler
 class Session:
     """State shared by the benchmarks of one pytest session."""
 
-    def __init__(self, settings: Settings, stream: ResultsStream | None = None):
+    def __init__(self, settings: Settings, stream: ResultsStream | None = None, ranks: Ranks | None = None):
         self.settings = settings
         self.stream = stream
+        self.ranks = ranks or Ranks()  # world size 1: every collective is a no-op
+        self.rank_exits: list = []  # (rank, exit code, log) of the ranks rank 0 started
         self.peaks: dict[str, float] = {}
         self.fp32_accuracy: dict[tuple[str, str, int], float] = {}
         self.results: list[dict] = []
@@ -35,7 +38,8 @@ class Session:
         """Matmul probe, once per session per device and dtype."""
         key = f"{device}:{str(dtype).removeprefix('torch.')}"
         if key not in self.peaks:
-            self.peaks[key] = matmul_peak_tflops(device, dtype)
+            # distributed: rank 0's probe on every rank, so estimate-based skips agree
+            self.peaks[key] = self.ranks.broadcast(matmul_peak_tflops(device, dtype))
         return self.peaks[key]
 
     def machine_info(self) -> dict:
@@ -148,13 +152,17 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
         session.record(item, info, None)
         pytest.skip(f"{status}: {reason}" if status != "skipped" else reason)
 
+    skip_reason = None
     try:
         var = get_variant(variant)
         device = parse_device(s.device)
         var.check(device, s.world_size)
-        peak = session.peak_tflops(device, var.compute_dtype) if var.phase == "train" else None
     except Unsupported as e:
-        refuse("skipped", str(e))
+        skip_reason = str(e)
+    skip_reason = session.ranks.agree(skip_reason)  # distributed: every rank skips together
+    if skip_reason is not None:
+        refuse("skipped", skip_reason)
+    peak = session.peak_tflops(device, var.compute_dtype) if var.phase == "train" else None
     if peak:
         steps = tier.warmup_rounds + tier.min_rounds
         estimate = estimate_case_seconds(family, size, s.batch_size, s.world_size, peak, steps)
@@ -184,12 +192,16 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
         for _ in range(tier.warmup_rounds):
             case.step()
         warm = (time.perf_counter() - t0) / max(tier.warmup_rounds, 1)
+        warm = session.ranks.max(warm)  # distributed: the same number of rounds on every rank
         rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
 
         step, event_times = timed_step(case, s.inject_slowdown * warm)
+        step, rank_times = session.ranks.lockstep(step)  # distributed: a barrier ends each step
         with Sampler(s.device, interval_s=s.telemetry_interval_s) as sampler:
             benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
         step_times = event_times or list(benchmark.stats.stats.data)
+        if session.ranks.active:  # distributed: each round's slowest rank
+            step_times = session.ranks.slowest_per_round(event_times or rank_times)
         info = {
             "schema": SCHEMA,
             **case.static_info(),
@@ -204,6 +216,17 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
         info["model_state_bytes"] = case.trainer.model_state_bytes()
         info["model_state_bytes_predicted"] = case.variant_obj.predicted_state_bytes(case.params, case.world_size)
         info["model_bytes"] = case.model_bytes()
+        variant_info = getattr(case.trainer, "extra_info", None)  # variant keys (ZeRO: paper formula ...)
+        if variant_info is not None:
+            more = variant_info()
+            absent.update(more.pop("absent", {}))
+            info.update(more)
+        if session.ranks.active:  # distributed: every rank's memory and state; the largest in the usual keys
+            more = session.ranks.per_rank_info(info, case.device, event_times or rank_times)
+            absent.update(more.pop("absent"))
+            info.update(more)
+            if info["peak_mem_bytes"] is not None:
+                absent.pop("peak_mem_bytes", None)
         case.close()
         acc = accuracy_metrics(case, session)
         absent.update(acc.pop("absent", {}))

@@ -87,6 +87,9 @@ class Case:
 
     def model_bytes(self) -> int:
         """Bytes of the model's state_dict tensors, as saved (tied weights once)."""
+        own = getattr(self.trainer, "model_bytes", None)  # ZeRO-3 holds only partitions: it counts itself
+        if own is not None:
+            return own()
         return tensor_bytes(self.trainer.model.state_dict().values())
 
     def static_info(self) -> dict:

@@ -1,0 +1,298 @@
+"""DeepSpeed ZeRO variants: formulas, refusals, loss parity with DDP, and 2-rank ``pytest bench``.
+
+The tests that run DeepSpeed are marked ``slow`` and skipped where it is not installed; they
+start their own processes (``torchrun`` or ``pytest bench --world-size 2``) with gloo and
+``DS_ACCELERATOR=cpu``. The first DeepSpeed start on a machine builds a small op with ninja
+(minutes); later starts reuse it.
+
+Run this file as a script under torchrun to get the parity worker (see ``parity_worker``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__":  # the parity worker, started by torchrun
+    sys.path.insert(0, str(ROOT))
+
+from bench import distributed  # noqa: E402
+from workloads import Unsupported, get_variant, variant_names  # noqa: E402
+from workloads.zero import (  # noqa: E402
+    PRECISIONS,
+    STAGES,
+    Zero,
+    count_storages,
+    paper_state_bytes,
+    zero_state_bytes,
+)
+
+HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+needs_deepspeed = pytest.mark.skipif(
+    not HAS_DEEPSPEED, reason="deepspeed is not installed (pip install archbench[deepspeed])"
+)
+
+# Loss parity with DDP fp32 after PARITY_STEPS steps, same seed and data (relative tolerance).
+# fp32 ZeRO does the same arithmetic as DDP up to the order of the gradient reduction; on gloo
+# at 2 ranks it matches to the last digit, the tolerance leaves room for other reduction orders.
+PARITY_STEPS = 6
+RTOL_FP32 = 1e-5
+# +bf16 rounds parameters, activations and gradients to 8 mantissa bits; measured 2.6e-3
+RTOL_BF16 = 2e-2
+
+
+def env_for_ranks() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    return env | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+
+
+# --------------------------------------------------------------------------------------
+# Formulas (no DeepSpeed needed)
+
+PSI = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("stage", "n", "paper_mixed", "paper_fp32"),
+    [
+        (1, 1, 16 * PSI, 16 * PSI),
+        (1, 4, 4 * PSI + 3 * PSI, 8 * PSI + 2 * PSI),  # 4Ψ + 12Ψ/N; fp32 8Ψ + 8Ψ/N
+        (2, 4, 2 * PSI + 14 * PSI // 4, 4 * PSI + 3 * PSI),  # 2Ψ + 14Ψ/N; fp32 4Ψ + 12Ψ/N
+        (3, 4, 4 * PSI, 4 * PSI),  # 16Ψ/N
+        (3, 64, PSI // 4, PSI // 4),
+    ],
+)
+def test_paper_formula(stage, n, paper_mixed, paper_fp32):
+    assert paper_state_bytes(stage, PSI, n, compute_bytes=2) == paper_mixed
+    assert paper_state_bytes(stage, PSI, n, compute_bytes=4) == paper_fp32
+
+
+@pytest.mark.parametrize(
+    ("stage", "b", "n", "expected"),
+    [
+        (1, 4, 2, 8 * PSI + 6 * PSI),  # bΨ + bΨ + 12Ψ/N (all fp32 gradients at the end of backward)
+        (1, 2, 2, 2 * PSI + 2 * PSI + 6 * PSI),  # = paper at N = 2
+        (1, 2, 1, 2 * PSI + 4 * PSI + 12 * PSI),  # the fp32 step gradient (4Ψ/N) beats bΨ at N = 1
+        (2, 4, 2, 4 * PSI + 8 * PSI),  # bΨ + 16Ψ/N
+        (2, 2, 4, 2 * PSI + 4 * PSI),
+        (3, 4, 2, 12 * PSI),  # 24Ψ/N
+        (3, 2, 2, 10 * PSI),  # 20Ψ/N
+    ],
+)
+def test_deepspeed_formula(stage, b, n, expected):
+    assert zero_state_bytes(stage, PSI, n, b) == expected
+
+
+def test_deepspeed_formula_is_the_paper_for_stage1_bf16_and_shrinks_with_ranks():
+    for n in (2, 4, 8):
+        assert zero_state_bytes(1, PSI, n, 2) == paper_state_bytes(1, PSI, n, 2)
+    assert zero_state_bytes(3, PSI, 2, 4) / zero_state_bytes(3, PSI, 1, 4) == 0.5
+    with pytest.raises(ValueError, match="stage must be 1, 2 or 3"):
+        zero_state_bytes(0, PSI, 1, 4)
+    with pytest.raises(ValueError, match="world_size >= 1"):
+        paper_state_bytes(2, PSI, 0, 4)
+
+
+def test_variant_spelling_and_attributes():
+    names = variant_names()
+    for base in STAGES:
+        for precision in PRECISIONS:
+            assert base + precision in names
+    v = get_variant("zero2+bf16")
+    assert (v.stage, v.offload, v.compute_dtype) == (2, False, torch.bfloat16)
+    assert v.predicted_state_bytes(PSI, 2) == zero_state_bytes(2, PSI, 2, 2)
+    assert get_variant("zero3-offload").offload and get_variant("zero1").compute_dtype is torch.float32
+    with pytest.raises(ValueError, match="unknown 'zero4'"):
+        Zero("zero4")
+
+
+def test_missing_deepspeed_is_unsupported_with_the_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed -> ImportError
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    with pytest.raises(Unsupported, match=r"zero2: deepspeed is not installed \(pip install archbench\[deepspeed\]\)"):
+        get_variant("zero2").check(torch.device("cpu"), 1)
+
+
+def test_offload_on_cpu_is_unsupported():
+    with pytest.raises(Unsupported, match=r"zero3-offload: offload moves .* \(run zero3\)"):
+        get_variant("zero3-offload").check(torch.device("cpu"), 2)
+
+
+def test_count_storages_dedups_views_and_excludes_buffers():
+    flat = torch.zeros(100)
+    a, b = flat[:50], flat[50:]  # views of one storage: counted once
+    other = torch.zeros(10)
+    bucket = torch.zeros(40)
+    grad_in_bucket = bucket[:10]
+    meta = torch.zeros(1000, device="meta")
+    got = count_storages({"params": [a, b, meta], "grads": [other, grad_in_bucket, a]}, exclude=[bucket])
+    assert got == {"params": 400, "grads": 40}
+
+
+def test_launcher_world_size_must_match(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(distributed.LaunchError, match="WORLD_SIZE=2 ranks; pass --world-size 2"):
+        distributed.setup(1, "cpu", [], ".", None, timeout_s=60)
+
+
+# --------------------------------------------------------------------------------------
+# Loss parity with DDP at world size 2
+
+
+PARITY_VARIANTS = ("fp32", "zero1", "zero2", "zero3", "zero1+bf16", "zero2+bf16", "zero3+bf16")
+
+
+def parity_worker(out: str) -> None:
+    """Under torchrun: train each variant from the same seed on the same per-rank batches,
+    write the rank-mean loss of every step (rank 0) to ``out`` as JSON."""
+    import torch.distributed as dist
+
+    from workloads.registry import FAMILIES
+
+    dist.init_process_group("gloo")
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    cpu = torch.device("cpu")
+    result: dict[str, dict[str, list[float]]] = {}
+    for family in ("dense", "transformer"):
+        W = FAMILIES[family]
+        workload = W(W.Config.from_size("xs"))
+        for name in PARITY_VARIANTS:
+            torch.manual_seed(0)
+            trainer = get_variant(name).trainer(workload.build_model(), workload.loss, 1e-3, cpu, world_size)
+            gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data, the same per variant
+            losses = [float(trainer.train_step(*workload.synthetic_batch(16, cpu, gen))) for _ in range(PARITY_STEPS)]
+            trainer.close()
+            mean = torch.tensor(losses, dtype=torch.float64)
+            dist.all_reduce(mean)
+            result.setdefault(family, {})[name] = (mean / world_size).tolist()
+    if rank == 0:
+        Path(out).write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@needs_deepspeed
+def test_loss_parity_with_ddp_at_two_ranks(tmp_path):
+    out = tmp_path / "losses.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(distributed.free_port()), __file__, str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    losses = json.loads(out.read_text())
+    for family, by_variant in losses.items():
+        ddp = by_variant["fp32"]
+        assert abs(ddp[-1] - ddp[0]) > 1e-2 * abs(ddp[0]), f"{family}: training moved the loss too little to compare"
+        for name, got in by_variant.items():
+            rtol = RTOL_BF16 if name.endswith("+bf16") else RTOL_FP32
+            assert got == pytest.approx(ddp, rel=rtol), f"{family} {name} vs DDP fp32: {got} != {ddp}"
+
+
+# --------------------------------------------------------------------------------------
+# pytest bench --world-size 2
+
+
+def run_bench(tmp: Path, *args: str, launcher: tuple[str, ...] = ()) -> tuple[list[dict], subprocess.CompletedProcess]:
+    """Run ``pytest bench`` (optionally under a launcher); return the streamed results."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    results = tmp / "results"
+    cmd = [*launcher] if launcher else [sys.executable, "-m", "pytest"]
+    cmd += [str(ROOT / "bench"), "--benchmark-only", "-p", "no:cacheprovider", "--no-accuracy",
+            "--results-dir", str(results), *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    (path,) = results.glob("results-*.jsonl")  # one file: only rank 0 writes
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [rec["extra_info"] for rec in lines if rec["type"] == "benchmark"], proc
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    """fp32 (DDP) and ZeRO 1-3 at world size 2, ranks started by ``pytest bench`` itself."""
+    tmp = tmp_path_factory.mktemp("zero-ws2")
+    infos, proc = run_bench(tmp, "--family", "dense", "--size", "s", "--variant", "fp32,zero1,zero2,zero3",
+                            "--world-size", "2", "--benchmark-json", str(tmp / "out.json"))  # fmt: skip
+    return tmp, {i["id"]: i for i in infos}, proc
+
+
+@pytest.mark.slow
+@needs_deepspeed
+def test_two_ranks_run_every_stage(two_rank_run):
+    tmp, by_id, proc = two_rank_run
+    assert sorted(by_id) == ["dense-s-fp32", "dense-s-zero1", "dense-s-zero2", "dense-s-zero3"]
+    assert "archbench rank 1: exit code 0" in proc.stdout
+    assert len(list((tmp / "results").glob("rank1-*.log"))) == 1
+    data = json.loads((tmp / "out.json").read_text())
+    assert len(data["benchmarks"]) == 4  # rank 0's JSON only
+    for info in by_id.values():
+        assert info["status"] == "ok" and info["world_size"] == 2
+        assert info["samples_per_step"] == 2 * info["batch_size"]
+        assert info["step_time_s"] == pytest.approx(statistics.median(info["step_times_s"]))
+        assert info["samples_per_s"] == pytest.approx(info["samples_per_step"] / info["step_time_s"])
+        for key in ("peak_mem_bytes", "model_state_bytes"):
+            per_rank = info[f"{key}_per_rank"]
+            assert len(per_rank) == 2 and info[key] == max(per_rank)
+        # the slowest rank's step: the reported median is not below any rank's own median
+        assert info["step_time_s"] >= max(info["step_time_s_per_rank"]) * 0.999
+        assert info["mem_source"] == "rss-rank"
+
+
+@pytest.mark.slow
+@needs_deepspeed
+def test_model_state_within_10_percent_of_prediction(two_rank_run):
+    _, by_id, _ = two_rank_run
+    for stage in (1, 2, 3):
+        info = by_id[f"dense-s-zero{stage}"]
+        assert info["model_state_bytes"] == pytest.approx(info["model_state_bytes_predicted"], rel=0.10), info["id"]
+        assert info["model_state_bytes_paper"] < info["model_state_bytes_predicted"]  # fp32: the extra master copy
+        assert info["model_state_breakdown"]["params"] > 0
+        assert info["absent"]["model_state_bytes_deepspeed_estimate"].startswith("DeepSpeed's estimators assume")
+    ddp = by_id["dense-s-fp32"]
+    assert ddp["model_state_bytes"] == pytest.approx(16 * ddp["params"], rel=0.01)
+
+
+@pytest.mark.slow
+@needs_deepspeed
+def test_torchrun_launch_and_zero3_halves_the_state(two_rank_run, tmp_path):
+    """Ranks started by torchrun (as across machines); ZeRO-3 at 2 ranks vs 1 rank."""
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-port", str(distributed.free_port()), "-m", "pytest")  # fmt: skip
+    (ws2,), proc = run_bench(tmp_path / "ws2", "--family", "dense", "--size", "s", "--variant", "zero3+bf16",
+                             "--world-size", "2", launcher=launcher)  # fmt: skip
+    assert ws2["status"] == "ok" and len(ws2["model_state_bytes_per_rank"]) == 2
+    assert ws2["model_state_bytes"] == pytest.approx(ws2["model_state_bytes_predicted"], rel=0.10)
+    assert ws2["model_state_bytes_deepspeed_estimate"] > 0
+    ws1, _ = run_bench(tmp_path / "ws1", "--family", "dense", "--size", "s", "--variant", "zero3,zero3+bf16")
+    ws1 = {i["id"]: i for i in ws1}
+    assert ws2["model_state_bytes"] <= 0.55 * ws1["dense-s-zero3+bf16"]["model_state_bytes"]
+    _, by_id, _ = two_rank_run
+    assert by_id["dense-s-zero3"]["model_state_bytes"] <= 0.55 * ws1["dense-s-zero3"]["model_state_bytes"]
+
+
+if __name__ == "__main__":
+    parity_worker(sys.argv[1])
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_ends_the_run_with_its_log(tmp_path):
+    """Rank 1 crashes in its first case; rank 0, waiting in a collective, exits with rank 1's log."""
+    (tmp_path / "crash_rank1.py").write_text(
+        "import os\ndef pytest_runtest_call(item):\n    if os.environ.get('RANK') == '1':\n        os._exit(3)\n"
+    )
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench"), "--benchmark-only", "-p", "no:cacheprovider",
+           "-p", "crash_rank1", "--family", "dense", "--size", "xs", "--variant", "fp32", "--no-accuracy",
+           "--world-size", "2", "--results-dir", str(tmp_path / "results")]  # fmt: skip
+    env = env_for_ranks() | {"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "archbench: rank 1 exited with 3 mid-run" in proc.stderr
+    assert "collected 1 item" in proc.stderr  # the tail of rank 1's log
