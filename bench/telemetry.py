@@ -23,8 +23,10 @@ those, ``requested_samples`` is that ideal count.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 import threading
 import time
 import warnings
@@ -87,6 +89,7 @@ class TelemetryResult:
     series: dict[str, list[Any]]  # t, mem_bytes, power_w, util_pct; <= max_points each
     gpu: dict[str, dict[str, Any]] = field(default_factory=dict)  # NVML index -> extras
     absent: dict[str, str] = field(default_factory=dict)  # field name -> reason
+    sampler_cpu_s: float | None = None  # CPU time the sampling thread itself used
 
     def to_extra_info(self, samples: int) -> dict[str, Any]:
         """The ``archbench/1`` schema keys this result fills, for ``samples`` samples
@@ -109,6 +112,10 @@ class TelemetryResult:
             "samples_per_j": samples_per_j,
             "energy_source": self.energy_source,
             "energy_reason": self.energy_reason,
+            "util_pct": self.util_pct,
+            "gpu_telemetry": self.gpu,
+            "telemetry_samples": self.n_samples,
+            "telemetry_requested_samples": self.requested_samples,
             "telemetry": self.series,
             "absent": absent,
         }
@@ -201,7 +208,7 @@ class _ProcessTree:
         self._children_files = os.path.exists(f"/proc/{root_pid}/task/{root_pid}/children")
         self._is_self = root_pid == os.getpid()
         self._children: dict[int, _Member] = {}
-        self._next_refresh = 0.0
+        self.next_refresh = 0.0  # when refresh() is next due
         self.pids: set[int] = {root_pid}
         if self._is_self and self._proc:
             self._root_fd, self._root = os.open("/proc/self/statm", os.O_RDONLY), None
@@ -236,10 +243,8 @@ class _ProcessTree:
         return found
 
     def refresh(self, now: float) -> None:
-        """Pick up new descendants and drop exited ones, at most every CHILDREN_REFRESH_S."""
-        if now < self._next_refresh:
-            return
-        self._next_refresh = now + CHILDREN_REFRESH_S
+        """Pick up new descendants and drop exited ones; next due CHILDREN_REFRESH_S on."""
+        self.next_refresh = now + CHILDREN_REFRESH_S
         current = set(self._descendants())
         for pid in [p for p, m in self._children.items() if p not in current or not m.alive]:
             self._children.pop(pid).close()
@@ -541,9 +546,7 @@ def _trapezoid(t: array, y: array) -> float | None:
     return total if n >= 2 else None
 
 
-def _downsample(
-    t: array, cols: dict[str, tuple[array, str]], max_points: int
-) -> dict[str, list[Any]]:
+def _downsample(t: array, cols: dict[str, tuple[array, str]], max_points: int) -> dict[str, list[Any]]:
     """Bucket the series into at most ``max_points`` points: time is the bucket's mean,
     each column is aggregated with its rule ("max" keeps memory peaks, "mean"), NaN
     values are skipped and an all-NaN bucket becomes None."""
@@ -567,6 +570,52 @@ def _downsample(
 
 
 # --------------------------------------------------------------------------------------
+# Periodic wake-ups. A wake-up is most of a sample's cost (the reading itself is a few
+# microseconds); a periodic timerfd, which the kernel re-arms itself, costs the sleeping
+# thread less than a timed lock or Event wait, which arm and cancel a timer every time.
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_long) for name in ("i_sec", "i_nsec", "v_sec", "v_nsec")]
+
+
+_libc: Any = None
+_TFD_TIMER_ABSTIME = 1
+
+
+def _timerfd_settime(fd: int, flags: int, value_s: float, interval_s: float) -> None:
+    i_sec, i_nsec = divmod(round(interval_s * 1e9), 10**9)
+    v_sec, v_nsec = divmod(round(value_s * 1e9), 10**9)
+    spec = _Itimerspec(i_sec, i_nsec, v_sec, v_nsec)
+    if _libc.timerfd_settime(fd, flags, ctypes.byref(spec), None) != 0:
+        raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+
+def _periodic_timerfd(t0: float, interval_s: float) -> int | None:
+    """A timerfd that fires at ``t0 + k * interval_s`` (``time.perf_counter`` seconds),
+    k >= 1; ``None`` where timerfd or a CLOCK_MONOTONIC perf_counter is unavailable."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return None
+    if time.get_clock_info("perf_counter").implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        return None
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        fd = _libc.timerfd_create(time.CLOCK_MONOTONIC, os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+    if fd < 0:
+        return None
+    try:
+        _timerfd_settime(fd, _TFD_TIMER_ABSTIME, t0 + interval_s, interval_s)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+# --------------------------------------------------------------------------------------
 
 
 class Sampler:
@@ -586,9 +635,7 @@ class Sampler:
         root_pid: int | None = None,
     ) -> None:
         kind = device.split(":", 1)[0]
-        if kind not in ("cpu", "cuda") or (
-            ":" in device and (kind != "cuda" or not device.split(":", 1)[1].isdigit())
-        ):
+        if kind not in ("cpu", "cuda") or (":" in device and (kind != "cuda" or not device.split(":", 1)[1].isdigit())):
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         if not interval_s > 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
@@ -605,10 +652,7 @@ class Sampler:
     # -- window ---------------------------------------------------------------------
 
     def __enter__(self) -> Sampler:
-        self._t = array("d")
-        self._mem = array("d")
-        self._power = array("d")
-        self._util = array("d")
+        self._samples = array("d")  # t, mem_bytes, power_w, util_pct per reading; NaN: unread
         self._n_periodic = 0
         self._reasons: dict[str, str] = {}
         self._gpus: list[_NvmlGpu] = []
@@ -616,11 +660,12 @@ class Sampler:
         self._rapl: _Rapl | None = None
         self._rapl_reason: str | None = None
         self._hwm_reset = False
-        self._min_children_rss: int | None = None
+        self._min_children_rss = math.inf
         self._torch_cuda: Any = None
         self._cpu_s = 0.0  # CPU seconds of the tree between the opening and latest reading
         self._last_rapl_j = 0.0
         self._thread_error: BaseException | None = None
+        self._sampler_cpu_s: float | None = None
 
         if self.is_cuda:
             self._open_gpu()
@@ -634,13 +679,17 @@ class Sampler:
         if not self.is_cuda:
             self._hwm_reset = _reset_hwm(self.root_pid)
 
-        # Held by the window; the sampler thread sleeps in acquire(timeout) (cheaper per
-        # wake-up than Event.wait) and __exit__ wakes it by releasing.
+        # Without a timerfd, the thread sleeps in acquire(timeout) on this lock (cheaper per
+        # wake-up than Event.wait), held by the window; __exit__ wakes it by releasing.
         self._stop = threading.Lock()
         self._stop.acquire()
+        self._stopping = False
+        self._tick_lock = threading.Lock()  # the thread's ticks vs the closing reading
         self._t0 = time.perf_counter()
+        self._timerfd = _periodic_timerfd(self._t0, self.interval_s)
         self._energy_start = [g.energy_mj() for g in self._gpus]
         self._last_t = self._t0
+        self._tick = self._tick_gpu if self._gpus else self._tick_host
         self._tick(self._t0)  # the opening reading
         self._rapl_j0 = self._last_rapl_j
         self._thread = threading.Thread(target=self._run, name="archbench-telemetry", daemon=True)
@@ -649,16 +698,27 @@ class Sampler:
 
     def __exit__(self, *exc: object) -> None:
         t_exit = time.perf_counter()
+        # The closing reading and energy counters are read as the window ends, not after
+        # the thread has stopped (which can take a scheduling delay on a busy machine).
+        with self._tick_lock:
+            self._tick(time.perf_counter())
+            energy_end = [g.energy_mj() for g in self._gpus]
+            self._stopping = True
+        if self._timerfd is not None:
+            try:  # fire now, so the thread sees the flag without waiting for its next tick
+                _timerfd_settime(self._timerfd, 0, 1e-9, 0.0)
+            except OSError:
+                pass  # the periodic expiry wakes it anyway
         self._stop.release()
         self._thread.join()
+        if self._timerfd is not None:
+            os.close(self._timerfd)
         if self._thread_error is not None:
             warnings.warn(
                 f"telemetry sampling stopped early: {self._thread_error!r}",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self._tick(time.perf_counter())  # the closing reading
-        energy_end = [g.energy_mj() for g in self._gpus]
         try:
             self.result = self._finish(t_exit - self._t0, energy_end)
         finally:
@@ -676,8 +736,7 @@ class Sampler:
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
             self._reasons["peak_mem_bytes"] = (
-                f"torch.cuda is not available in this process, so the allocator peak on "
-                f"{self.device} cannot be read"
+                f"torch.cuda is not available in this process, so the allocator peak on {self.device} cannot be read"
             )
         nvml, reason = _nvml()
         if nvml is None:
@@ -699,63 +758,75 @@ class Sampler:
             self._gpus.clear()
             self._nvml_reason = "NVML handle unavailable for " + "; ".join(failures)
 
-    def _tick(self, now: float) -> None:
-        """Take one reading. Called by one thread at a time (enter, sampler, exit)."""
+    def _tick_gpu(self, now: float) -> None:
+        """Take one NVML reading of every GPU (enter, sampler thread, exit: one at a time)."""
         tree = self._tree
-        tree.refresh(now)
+        if now >= tree.next_refresh:
+            tree.refresh(now)
+        mem = power = 0.0
+        util_sum, util_n = 0.0, 0
+        for gpu in self._gpus:
+            g_mem, g_power, g_util = gpu.sample(tree.pids)
+            mem += g_mem  # NaN if any GPU is unread: a partial sum would mislead
+            power += g_power
+            if g_util == g_util:
+                util_sum += g_util
+                util_n += 1
+        self._samples.extend((now - self._t0, mem, power, util_sum / util_n if util_n else _NAN))
+
+    def _tick_host(self, now: float) -> None:
+        """Take one reading of the process tree and RAPL. Kept lean: after sleeping, every
+        line runs with cold caches, so a sample costs far more than a warm loop suggests."""
         dt = now - self._last_t
         self._last_t = now
-        if self._gpus:
-            mem = power = 0.0
-            util_sum, util_n = 0.0, 0
-            for gpu in self._gpus:
-                g_mem, g_power, g_util = gpu.sample(tree.pids)
-                mem += g_mem  # NaN if any GPU is unread: a partial sum would mislead
-                power += g_power
-                if g_util == g_util:
-                    util_sum += g_util
-                    util_n += 1
-            util = util_sum / util_n if util_n else _NAN
-        else:
-            mem = util = power = _NAN
-            if not self.is_cuda:  # on a GPU without NVML, host RSS and CPU % would mislead
-                rss, cpu_s = tree.read()
-                mem = rss
-                if dt > 0:
-                    util = cpu_s / dt * 100.0
-                    self._cpu_s += cpu_s
-                children_rss = tree.children_rss
-                if self._min_children_rss is None or children_rss < self._min_children_rss:
-                    self._min_children_rss = children_rss
-            if self._rapl is not None:
-                energy = self._rapl.read_j()
-                if dt > 0:
-                    power = (energy - self._last_rapl_j) / dt
-                self._last_rapl_j = energy
-        self._t.append(now - self._t0)
-        self._mem.append(mem)
-        self._power.append(power)
-        self._util.append(util)
+        mem = util = power = _NAN
+        if not self.is_cuda:  # on a GPU without NVML, host RSS and CPU % would mislead
+            tree = self._tree
+            if now >= tree.next_refresh:
+                tree.refresh(now)
+            mem, cpu_s = tree.read()
+            if dt > 0:
+                util = cpu_s / dt * 100.0
+                self._cpu_s += cpu_s
+            if tree.children_rss < self._min_children_rss:
+                self._min_children_rss = tree.children_rss
+        if self._rapl is not None:
+            energy = self._rapl.read_j()
+            if dt > 0:
+                power = (energy - self._last_rapl_j) / dt
+            self._last_rapl_j = energy
+        self._samples.extend((now - self._t0, mem, power, util))
 
     def _run(self) -> None:
         t0, interval = self._t0, self.interval_s
-        acquire, clock = self._stop.acquire, time.perf_counter
+        acquire, clock, timerfd = self._stop.acquire, time.perf_counter, self._timerfd
+        tick_lock = self._tick_lock
         deadline = t0 + interval
+        cpu_start = time.thread_time()
         try:
             while True:
-                delay = deadline - clock()
-                if acquire(True, delay) if delay > 0 else acquire(False):
-                    break  # released by __exit__
-                now = clock()
-                self._tick(now)
-                self._n_periodic += 1
+                if timerfd is not None:
+                    os.read(timerfd, 8)  # expirations since the last read; missed ones skipped
+                else:
+                    delay = deadline - clock()
+                    if acquire(True, delay) if delay > 0 else acquire(False):
+                        break  # released by __exit__
+                with tick_lock:
+                    if self._stopping:
+                        break
+                    now = clock()
+                    self._tick(now)
+                    self._n_periodic += 1
                 deadline = t0 + (math.floor((now - t0) / interval) + 1) * interval
         except Exception as err:  # reported at exit; the benchmark itself carries on
             self._thread_error = err
+        self._sampler_cpu_s = time.thread_time() - cpu_start
 
     # -- result ---------------------------------------------------------------------
 
     def _finish(self, duration: float, energy_end: list[int | None]) -> TelemetryResult:
+        samples = self._samples
+        self._t, self._mem, self._power, self._util = (samples[i::4] for i in range(4))
         reasons = self._reasons
         if self.is_cuda:
             mem_source = "cuda-allocator"
@@ -805,6 +876,7 @@ class Sampler:
             series=_downsample(self._t, columns, self.max_points),
             gpu={g.label: g.extras() for g in self._gpus},
             absent=reasons,
+            sampler_cpu_s=self._sampler_cpu_s,
         )
 
     def _cpu_peak_mem(self) -> int:
@@ -815,7 +887,8 @@ class Sampler:
         if self._hwm_reset:
             hwm = _read_hwm(self.root_pid)
             if hwm is not None:
-                peak = max(peak, hwm + (self._min_children_rss or 0))
+                min_children = self._min_children_rss
+                peak = max(peak, hwm + (int(min_children) if min_children < math.inf else 0))
         return peak
 
     def _mean_util(self) -> float | None:
@@ -827,9 +900,7 @@ class Sampler:
         span = self._t[-1] - self._t[0]  # opening to closing reading
         return self._cpu_s / span * 100.0 if span > 0 else None
 
-    def _energy(
-        self, duration: float, energy_end: list[int | None]
-    ) -> tuple[float | None, str, str | None]:
+    def _energy(self, duration: float, energy_end: list[int | None]) -> tuple[float | None, str, str | None]:
         """(joules, energy_source, energy_reason)."""
         if not self._gpus:
             prefix = f"{self._nvml_reason}; " if self.is_cuda and self._nvml_reason else ""
@@ -841,22 +912,16 @@ class Sampler:
             return joules, "rapl", (f"{prefix}package energy from RAPL" if prefix else None)
 
         power_j = _trapezoid(self._t, self._power)
-        power_reason = "; ".join(
-            f"GPU {g.label}: {g.reasons['power_w']}" for g in self._gpus if "power_w" in g.reasons
-        )
+        power_reason = "; ".join(f"GPU {g.label}: {g.reasons['power_w']}" for g in self._gpus if "power_w" in g.reasons)
 
         counter_problem = None
         missing = [
-            g
-            for g, a, b in zip(self._gpus, self._energy_start, energy_end, strict=True)
-            if a is None or b is None
+            g for g, a, b in zip(self._gpus, self._energy_start, energy_end, strict=True) if a is None or b is None
         ]
         if missing:
             counter_problem = (
                 "total-energy counter unavailable ("
-                + "; ".join(
-                    f"GPU {g.label}: {g.reasons.get('energy', 'no reading')}" for g in missing
-                )
+                + "; ".join(f"GPU {g.label}: {g.reasons.get('energy', 'no reading')}" for g in missing)
                 + ")"
             )
         else:
@@ -868,12 +933,10 @@ class Sampler:
                     f"window of {duration:.3f} s is shorter than the energy counter's update "
                     f"period (~{MIN_ENERGY_COUNTER_WINDOW_S} s)"
                 )
-            elif delta_mj == 0 and power_j:
-                counter_problem = "total-energy counter did not advance while power was drawn"
-            elif delta_mj > 0:
-                return delta_mj / 1000.0, "nvml-energy", None
+            elif delta_mj == 0:  # its update period is longer than this window
+                counter_problem = "total-energy counter did not advance over the window"
             else:
-                counter_problem = "total-energy counter did not advance"
+                return delta_mj / 1000.0, "nvml-energy", None
 
         if power_j is None or power_j <= 0:
             why = power_reason or "fewer than two power readings"

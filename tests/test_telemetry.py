@@ -34,6 +34,10 @@ EXTRA_INFO_KEYS = {
     "energy_source",
     "energy_reason",
     "telemetry",
+    "util_pct",
+    "gpu_telemetry",
+    "telemetry_samples",
+    "telemetry_requested_samples",
     "absent",
 }
 
@@ -109,9 +113,7 @@ def test_spike_shorter_than_interval_is_caught_by_high_water_mark() -> None:
     assert max(result.series["mem_bytes"]) - baseline < 50 * MB  # sampling alone missed it
 
 
-_GRANDCHILD = (
-    "import sys; b = bytearray(b'1') * (100 << 20); print('ready', flush=True); sys.stdin.read()"
-)
+_GRANDCHILD = "import sys; b = bytearray(b'1') * (100 << 20); print('ready', flush=True); sys.stdin.read()"
 _CHILD = f"""
 import subprocess, sys
 b = bytearray(b'1') * (100 << 20)
@@ -126,9 +128,7 @@ g.wait()
 def test_child_and_grandchild_memory_counted_in_tree() -> None:
     baseline = _rss()
     with Sampler("cpu", interval_s=0.01) as sampler:
-        child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert child.stdout is not None and child.stdin is not None
         assert child.stdout.readline().strip() == b"ready"
         time.sleep(telemetry.CHILDREN_REFRESH_S + 0.3)  # a refresh, then samples
@@ -145,7 +145,22 @@ def test_samples_delivered_near_requested_at_10ms() -> None:
     result = sampler.result
     assert result.requested_samples == math.floor(result.duration_s / 0.01)
     assert 0.9 * result.requested_samples <= result.n_samples <= result.requested_samples
+    # the sampling thread's own cost is small: well under 10 % of one core at 10 ms
+    assert result.sampler_cpu_s is not None and result.sampler_cpu_s < 0.1 * result.duration_s
     assert result.util_pct is not None and 0 <= result.util_pct < 50  # mostly asleep
+
+
+@pytest.mark.parametrize("timerfd", [True, False], ids=["timerfd", "lock-wait"])
+def test_wakeup_paths_deliver_and_stop_promptly(timerfd: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not timerfd:
+        monkeypatch.setattr(telemetry, "_periodic_timerfd", lambda t0, interval_s: None)
+    with Sampler("cpu", interval_s=0.01) as sampler:
+        time.sleep(0.3)
+    assert sampler.result.n_samples >= 0.9 * sampler.result.requested_samples
+    start = time.perf_counter()
+    with Sampler("cpu", interval_s=5.0):
+        pass
+    assert time.perf_counter() - start < 0.5  # leaving does not wait for the next tick
 
 
 def test_cpu_utilization_of_a_busy_thread() -> None:
@@ -161,6 +176,9 @@ def test_cpu_utilization_of_a_busy_thread() -> None:
     # one core busy, as much as the machine grants it (other processes may share the cores)
     assert sampler.result.util_pct == pytest.approx(used_pct, rel=0.15)
     assert sampler.result.util_pct > 30
+    # the per-sample series tells the same story (it is in the same unit)
+    series = [u for u in sampler.result.series["util_pct"] if u is not None]
+    assert sum(series) / len(series) == pytest.approx(sampler.result.util_pct, rel=0.25)
 
 
 def test_series_downsampled_to_max_points() -> None:
@@ -170,16 +188,12 @@ def test_series_downsampled_to_max_points() -> None:
     assert set(series) == {"t", "mem_bytes", "power_w", "util_pct"}
     assert 10 <= len(series["t"]) <= 20
     assert all(len(v) == len(series["t"]) for v in series.values())
-    assert (
-        series["t"] == sorted(series["t"]) and series["t"][-1] <= sampler.result.duration_s + 0.05
-    )
+    assert series["t"] == sorted(series["t"]) and series["t"][-1] <= sampler.result.duration_s + 0.05
     assert all(isinstance(m, int) and m > 0 for m in series["mem_bytes"])
 
 
 def test_energy_absent_with_reason_on_machine_without_rapl() -> None:
-    if os.path.isdir(telemetry.RAPL_ROOT) and any(
-        n.startswith("intel-rapl:") for n in os.listdir(telemetry.RAPL_ROOT)
-    ):
+    if os.path.isdir(telemetry.RAPL_ROOT) and any(n.startswith("intel-rapl:") for n in os.listdir(telemetry.RAPL_ROOT)):
         pytest.skip("this machine has RAPL zones")
     with Sampler("cpu", interval_s=0.01) as sampler:
         time.sleep(0.05)
@@ -195,6 +209,9 @@ def test_energy_absent_with_reason_on_machine_without_rapl() -> None:
     assert set(info["absent"]) == {"power_w", "energy_j_per_sample", "samples_per_j"}
     assert all(reason for reason in info["absent"].values())
     assert info["peak_mem_bytes"] > 0 and info["mem_source"] == "rss-tree"
+    assert info["telemetry_samples"] == result.n_samples
+    assert info["telemetry_requested_samples"] == result.requested_samples
+    assert info["gpu_telemetry"] == {} and info["util_pct"] == result.util_pct
 
 
 def _write_zone(root: Path, name: str, kind: str, energy_uj: int, max_uj: int) -> Path:
@@ -258,9 +275,7 @@ def test_to_extra_info_divides_energy_by_samples() -> None:
         result.to_extra_info(samples=0)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"device": "gpu"}, {"device": "cuda:x"}, {"interval_s": 0}, {"max_points": 1}]
-)
+@pytest.mark.parametrize("kwargs", [{"device": "gpu"}, {"device": "cuda:x"}, {"interval_s": 0}, {"max_points": 1}])
 def test_bad_arguments_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         Sampler(**kwargs)
