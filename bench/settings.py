@@ -84,7 +84,6 @@ class Settings:
     seed: int = 0
     inject_slowdown: float = 0.0  # for evaluating regression gates: extra sleep per step
 
-
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
         try:

@@ -44,26 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = commands.add_parser("table", help="Throughput, Accuracy and Efficiency tables")
     _add_inputs(table)
-    table.add_argument(
-        "--format", choices=FORMATS, default="github", help="table format (default: %(default)s)"
-    )
+    table.add_argument("--format", choices=FORMATS, default="github", help="table format (default: %(default)s)")
     table.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
     compare = commands.add_parser("compare", help="hardware comparison, one column per machine")
     _add_inputs(compare)
-    compare.add_argument(
-        "--metric", choices=list(METRICS), default="samples_per_s", help="default: %(default)s"
-    )
-    compare.add_argument(
-        "--format", choices=FORMATS, default="github", help="table format (default: %(default)s)"
-    )
+    compare.add_argument("--metric", choices=list(METRICS), default="samples_per_s", help="default: %(default)s")
+    compare.add_argument("--format", choices=FORMATS, default="github", help="table format (default: %(default)s)")
     compare.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
     plot = commands.add_parser("plot", help="scaling curves as PNG files")
     _add_inputs(plot)
-    plot.add_argument(
-        "--output-dir", "-o", default="plots", metavar="DIR", help="default: %(default)s"
-    )
+    plot.add_argument("--output-dir", "-o", default="plots", metavar="DIR", help="default: %(default)s")
 
     report = commands.add_parser("html", help="self-contained HTML report")
     _add_inputs(report)
@@ -134,9 +126,7 @@ def _dispatch(argv: list[str], stdout: TextIO) -> int:
     return EXIT_OK
 
 
-def _show_warning(
-    message: Warning | str, category: type[Warning], *_: object, **__: object
-) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 

@@ -61,9 +61,7 @@ def _summary(metric: Metric, pairs: list[tuple[float, float]]) -> str:
             return "n/a (no common values)"
         mean = sum(value - reference for value, reference in pairs) / len(pairs)
         return f"{mean * 100:+.1f} pp (n={len(pairs)})"
-    ratios = [
-        r for value, reference in pairs if (r := ratio(value, reference)) is not None and r > 0
-    ]
+    ratios = [r for value, reference in pairs if (r := ratio(value, reference)) is not None and r > 0]
     if not ratios:
         return "n/a (no common values)"
     geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
@@ -113,9 +111,7 @@ def build_comparison(columns: Sequence[Column], metric: str = DEFAULT_METRIC) ->
             summary = [f"{family} {summary_name}"] + [""] * show_world_size + ["(reference)"]
             rows.append(summary + [_summary(spec, column_pairs) for column_pairs in pairs])
 
-    headers = (
-        ["benchmark"] + ["world size"] * show_world_size + [column.label for column in columns]
-    )
+    headers = ["benchmark"] + ["world size"] * show_world_size + [column.label for column in columns]
     better = f"{spec.direction} is better; " if spec.direction else ""
     compared = "difference in percentage points" if spec.ratio == "delta" else "ratio"
     caption = (

@@ -47,11 +47,7 @@ _MACHINE_FACTS = (
 def _machine_rows(run: Run) -> list[tuple[str, str]]:
     archbench: Mapping[str, Any] = run.machine_info.get("archbench") or {}
     rows = [("machine", run.label), ("source", run.source), ("date", run.datetime or "unknown")]
-    rows += [
-        (label, str(archbench[key]))
-        for key, label in _MACHINE_FACTS
-        if archbench.get(key) is not None
-    ]
+    rows += [(label, str(archbench[key])) for key, label in _MACHINE_FACTS if archbench.get(key) is not None]
     peak = archbench.get("peak_tflops")
     if isinstance(peak, Mapping) and peak:
         rows.append(("peak TFLOP/s", ", ".join(f"{k} {v}" for k, v in peak.items())))
@@ -63,8 +59,7 @@ def _machine_section(runs: Sequence[Run]) -> str:
     parts = ["<h2>Machines</h2>"]
     for run in runs:
         cells = "\n".join(
-            f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
-            for name, value in _machine_rows(run)
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in _machine_rows(run)
         )
         parts.append(f"<table>\n{cells}\n</table>")
     return "\n".join(parts)
@@ -89,15 +84,11 @@ def render_html(runs: Sequence[Run], title: str = "archbench report") -> str:
     sections += [render(table, "html") for table in build_tables(runs)]
     labels = list(dict.fromkeys(run.label for run in runs))
     if len(labels) > 1:
-        columns = machine_columns(
-            [(label, [run for run in runs if run.label == label]) for label in labels]
-        )
+        columns = machine_columns([(label, [run for run in runs if run.label == label]) for label in labels])
         try:
             sections.append(render(build_comparison(columns), "html"))
         except ReportError as error:
-            sections.append(
-                f'<h2>Hardware comparison</h2>\n<p class="notes">{html.escape(str(error))}</p>'
-            )
+            sections.append(f'<h2>Hardware comparison</h2>\n<p class="notes">{html.escape(str(error))}</p>')
     sections.append(_plot_section(runs))
     body = "\n".join(sections)
     return (

@@ -157,9 +157,7 @@ class Run:
         for result in self.results:
             key = (result.id, result.world_size)
             if key in self._by_id:
-                raise ReportError(
-                    f"{self.source}: duplicate benchmark id {result.id!r} (world size {key[1]})"
-                )
+                raise ReportError(f"{self.source}: duplicate benchmark id {result.id!r} (world size {key[1]})")
             self._by_id[key] = result
 
     def get(self, benchmark_id: str, world_size: int = 1) -> Result | None:
@@ -330,9 +328,7 @@ def load_json(path: str | Path) -> Run:
     try:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError as error:
-        raise ReportError(
-            f"{path}: not JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        ) from None
+        raise ReportError(f"{path}: not JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
     where = str(path)
     data = _object(data, where, "top level")
     for key in ("machine_info", "benchmarks"):
@@ -342,9 +338,7 @@ def load_json(path: str | Path) -> Run:
     benchmarks = data["benchmarks"]
     if not isinstance(benchmarks, list):
         raise _mistyped(where, "benchmarks", benchmarks, "a list")
-    records = (
-        _result(entry, f"{where}: benchmarks[{i}]", True) for i, entry in enumerate(benchmarks)
-    )
+    records = (_result(entry, f"{where}: benchmarks[{i}]", True) for i, entry in enumerate(benchmarks))
     results = [result for result in records if result is not None]
     return Run(machine_info, results, where, datetime=_datetime(data.get("datetime"), where))
 
@@ -416,14 +410,9 @@ def _storage_files(text: str, storage: Path) -> list[Path]:
         raise ReportError(f"{text}: no such file or directory")
     machine = match["machine"] or "*"
     name = match["name"].removesuffix(".json")
-    found = sorted(
-        set(storage.glob(f"{machine}/{name}.json")) | set(storage.glob(f"{machine}/{name}_*.json"))
-    )
+    found = sorted(set(storage.glob(f"{machine}/{name}.json")) | set(storage.glob(f"{machine}/{name}_*.json")))
     if not found:
-        raise ReportError(
-            f"{text}: no such file, and no {storage}/{machine}/{name}_*.json"
-            " in pytest-benchmark storage"
-        )
+        raise ReportError(f"{text}: no such file, and no {storage}/{machine}/{name}_*.json in pytest-benchmark storage")
     if len(found) > 1:
         names = ", ".join(str(p) for p in found[:4]) + (", ..." if len(found) > 4 else "")
         raise ReportError(f"{text}: ambiguous storage id, matches {names}")
@@ -459,9 +448,7 @@ def load_inputs(inputs: Sequence[str | Path], storage: str | Path = DEFAULT_STOR
         raise ReportError(f"{runs[0].source}: no benchmark results")
     for run in runs:
         if not run.results:
-            warnings.warn(
-                f"{run.source}: no benchmark results, ignored", ReportWarning, stacklevel=2
-            )
+            warnings.warn(f"{run.source}: no benchmark results, ignored", ReportWarning, stacklevel=2)
     return with_results
 
 

@@ -85,13 +85,8 @@ def table_metrics(table: TableName) -> list[Metric]:
     return [m for m in METRICS.values() if m.table == table]
 
 
-_SI_UNITS = tuple(
-    (1000.0**power, prefix) for power, prefix in enumerate(("", "k", "M", "G", "T", "P", "E"))
-)
-_BYTE_UNITS = tuple(
-    (1024.0**power, " " + unit)
-    for power, unit in enumerate(("B", "KiB", "MiB", "GiB", "TiB", "PiB"))
-)
+_SI_UNITS = tuple((1000.0**power, prefix) for power, prefix in enumerate(("", "k", "M", "G", "T", "P", "E")))
+_BYTE_UNITS = tuple((1024.0**power, " " + unit) for power, unit in enumerate(("B", "KiB", "MiB", "GiB", "TiB", "PiB")))
 _TIME_UNITS = ((1e-9, " ns"), (1e-6, " us"), (1e-3, " ms"), (1.0, " s"))
 
 

@@ -53,9 +53,7 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
         axes = figure.add_subplot(1, len(PANELS), position)
         axes.set_title(metric.label)
         axes.set_xlabel("parameters")
-        axes.set_ylabel(
-            metric.label if metric.label == metric.unit else f"{metric.label} ({metric.unit})"
-        )
+        axes.set_ylabel(metric.label if metric.label == metric.unit else f"{metric.label} ({metric.unit})")
         drawn = False
         for variant in variants:
             points = sorted(
@@ -78,9 +76,7 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
             axes.legend(fontsize="small")
         else:
             reasons = sorted({r.missing_reason(key) for r in results})
-            axes.text(
-                0.5, 0.5, "no data\n" + "\n".join(reasons[:3]), ha="center", va="center", wrap=True
-            )
+            axes.text(0.5, 0.5, "no data\n" + "\n".join(reasons[:3]), ha="center", va="center", wrap=True)
             axes.set_axis_off()
 
 

@@ -47,9 +47,7 @@ VARIANTS = (
 )
 
 
-def machine_info(
-    label: str = "AMD EPYC 7B13", gpu_name: str | None = None, cores: int = 2
-) -> dict[str, Any]:
+def machine_info(label: str = "AMD EPYC 7B13", gpu_name: str | None = None, cores: int = 2) -> dict[str, Any]:
     """pytest-benchmark's machine_info with the ``archbench`` block the bench adds."""
     return {
         "node": "bench-host",
@@ -239,9 +237,7 @@ def write_benchmark_json(
     return path
 
 
-def jsonl_lines(
-    extra_infos: Iterable[Mapping[str, Any]], machine: Mapping[str, Any] | None = None
-) -> list[str]:
+def jsonl_lines(extra_infos: Iterable[Mapping[str, Any]], machine: Mapping[str, Any] | None = None) -> list[str]:
     """The lines of a streamed ``results-<session>.jsonl`` file, without newlines."""
     head = {
         "type": "machine",
@@ -269,17 +265,13 @@ def write_jsonl(
     machine: Mapping[str, Any] | None = None,
 ) -> Path:
     path = Path(path)
-    path.write_text(
-        "".join(line + "\n" for line in jsonl_lines(extra_infos, machine)), encoding="utf-8"
-    )
+    path.write_text("".join(line + "\n" for line in jsonl_lines(extra_infos, machine)), encoding="utf-8")
     return path
 
 
 def synthetic_results(count: int = 500) -> list[dict[str, Any]]:
     """``count`` distinct results over families, sizes, variants and world sizes."""
-    compositions = [
-        f"{zero}+{amp}" for zero in ("zero1", "zero2", "zero3") for amp in ("bf16", "fp16")
-    ]
+    compositions = [f"{zero}+{amp}" for zero in ("zero1", "zero2", "zero3") for amp in ("bf16", "fp16")]
     variants = list(VARIANTS) + compositions
     cases = itertools.product((1, 2, 4), ("cnn", "dense", "transformer"), PARAMS, variants)
     results = []

@@ -178,9 +178,7 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
                     where += f" at world size {group.world_size}" * show_world_size
                     left_out.setdefault((metric.label, reasons), []).append(where)
                     continue
-                rows.append(
-                    key + [metric.label] + [format_cell(metric, r, reference) for r in cells]
-                )
+                rows.append(key + [metric.label] + [format_cell(metric, r, reference) for r in cells])
         notes = []
         for (label, reasons), where_list in left_out.items():
             scope = "in every row" if len(where_list) == len(groups) else ", ".join(where_list)
@@ -239,18 +237,14 @@ _STYLES: dict[str, _Style] = {
         heading=lambda title: f"<h2>{html.escape(title)}</h2>",
         paragraph=lambda text: f'<p class="caption">{html.escape(text)}</p>',
         notes=lambda notes: (
-            '<ul class="notes">\n'
-            + "\n".join(f"<li>{html.escape(note)}</li>" for note in notes)
-            + "\n</ul>"
+            '<ul class="notes">\n' + "\n".join(f"<li>{html.escape(note)}</li>" for note in notes) + "\n</ul>"
         ),
     ),
     "latex": _Style(
         heading=lambda title: f"\\subsection*{{{_latex_escape(title)}}}",
         paragraph=lambda text: _latex_escape(text),
         notes=lambda notes: (
-            "\\begin{itemize}\n"
-            + "\n".join(f"\\item {_latex_escape(note)}" for note in notes)
-            + "\n\\end{itemize}"
+            "\\begin{itemize}\n" + "\n".join(f"\\item {_latex_escape(note)}" for note in notes) + "\n\\end{itemize}"
         ),
     ),
 }

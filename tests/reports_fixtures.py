@@ -48,9 +48,7 @@ def session_results() -> list[dict[str, Any]]:
             accuracy=0.968,
             absent={"mfu": "no peak probe for bfloat16", "tokens_per_s": "not a sequence model"},
         ),
-        make_extra_info(
-            "dense", "xs", "amp-fp16", status="oom", reason="CUDA out of memory | tried 2 GiB"
-        ),
+        make_extra_info("dense", "xs", "amp-fp16", status="oom", reason="CUDA out of memory | tried 2 GiB"),
         make_extra_info("dense", "xs", "zero1", samples_per_s=520.0, accuracy=0.97),
         make_extra_info("dense", "xs", "zero3", status="skipped", reason="needs DeepSpeed"),
         make_extra_info("dense", "xs", "int8", samples_per_s=5000.0, accuracy=0.955),

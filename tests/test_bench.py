@@ -21,9 +21,7 @@ SCHEMA_KEYS = {
 
 
 def run_bench(pytester: pytest.Pytester, *args: str):
-    return pytester.runpytest_subprocess(
-        str(BENCH), "--benchmark-only", "-p", "no:cacheprovider", *args, timeout=300
-    )
+    return pytester.runpytest_subprocess(str(BENCH), "--benchmark-only", "-p", "no:cacheprovider", *args, timeout=300)
 
 
 def read_jsonl(directory: Path) -> list[dict]:
@@ -74,9 +72,7 @@ def test_figures_recompute_from_the_json(smoke_run):
         assert info["step_time_s"] == pytest.approx(statistics.median(times))
         assert info["step_time_s"] == pytest.approx(bench["stats"]["median"])
         assert info["samples_per_step"] == info["batch_size"] * info["world_size"]
-        assert info["samples_per_s"] == pytest.approx(
-            info["samples_per_step"] / info["step_time_s"]
-        )
+        assert info["samples_per_s"] == pytest.approx(info["samples_per_step"] / info["step_time_s"])
         assert info["tflops"] == pytest.approx(info["flops_per_step"] / info["step_time_s"] / 1e12)
         assert info["mfu"] == pytest.approx(info["tflops"] / info["peak_tflops"])
         if info["family"] == "transformer":
@@ -157,10 +153,7 @@ def test_unsupported_device_is_skipped_with_reason(pytester):
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*CUDA is not available*"])
     (rec,) = read_jsonl(out)[1:]
-    assert (
-        rec["extra_info"]["status"] == "skipped"
-        and "CUDA is not available" in rec["extra_info"]["reason"]
-    )
+    assert rec["extra_info"]["status"] == "skipped" and "CUDA is not available" in rec["extra_info"]["reason"]
     assert rec["stats"] is None
 
 
@@ -168,9 +161,7 @@ def test_case_timeout_skips_with_the_estimate(pytester):
     result = run_bench(pytester, "--family", "dense", "--size", "s", "--variant", "fp32",
                        "--case-timeout", "0.0001", "--results-dir", "", "-rs")  # fmt: skip
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(
-        ["*estimated at least*GFLOP/s on cpu, over --case-timeout 0.0001s*"]
-    )
+    result.stdout.fnmatch_lines(["*estimated at least*GFLOP/s on cpu, over --case-timeout 0.0001s*"])
 
 
 def test_results_measured_before_a_failure_stay_on_disk(pytester):

@@ -74,9 +74,7 @@ def test_cells_and_ratios_against_the_first_machine() -> None:
 
 def test_missing_cells_show_why() -> None:
     rows = compare()
-    assert find_row(rows, benchmark="dense-s-fp32")["NVIDIA H100 80GB HBM3"] == (
-        "oom: CUDA out of memory"
-    )
+    assert find_row(rows, benchmark="dense-s-fp32")["NVIDIA H100 80GB HBM3"] == ("oom: CUDA out of memory")
     assert find_row(rows, benchmark="cnn-xs-fp32")["NVIDIA H100 80GB HBM3"] == "absent: x"
     rows = compare("samples_per_s", cpu_run(), gpu_run(make_extra_info("dense", "m", "fp32")))
     assert find_row(rows, benchmark="dense-m-fp32")["AMD EPYC 7B13"] == "missing: not run"

@@ -189,12 +189,8 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "message"), [case[1:] for case in BAD_DOCUMENTS], ids=[c[0] for c in BAD_DOCUMENTS]
-)
-def test_bad_documents_name_the_file_and_the_problem(
-    tmp_path: Path, mutate: Mutation, message: str
-) -> None:
+@pytest.mark.parametrize(("mutate", "message"), [case[1:] for case in BAD_DOCUMENTS], ids=[c[0] for c in BAD_DOCUMENTS])
+def test_bad_documents_name_the_file_and_the_problem(tmp_path: Path, mutate: Mutation, message: str) -> None:
     doc = benchmark_json([make_extra_info()])
     mutate(doc)
     path = write_json(tmp_path / "bad.json", doc)
@@ -229,9 +225,7 @@ def test_other_suites_benchmarks_are_ignored_with_a_warning(tmp_path: Path) -> N
     foreign.update(name="test_tokenizer_speed", extra_info={})
     doc["benchmarks"].append(foreign)
     path = write_json(tmp_path / "mixed.json", doc)
-    with pytest.warns(
-        ReportWarning, match=r"benchmarks\[1\] \(test_tokenizer_speed\): no 'schema'"
-    ):
+    with pytest.warns(ReportWarning, match=r"benchmarks\[1\] \(test_tokenizer_speed\): no 'schema'"):
         run = load_json(path)
     assert [r.id for r in run.results] == ["dense-xs-fp32"]
     doc["benchmarks"] = [foreign]

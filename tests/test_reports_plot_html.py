@@ -16,9 +16,7 @@ from tests.reports_fixtures import run_reports, session_results
 pytest.importorskip("matplotlib")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-)
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
 def scaling_results() -> list[dict[str, object]]:
@@ -77,9 +75,7 @@ def test_html_is_self_contained_and_holds_the_tables(report: Path) -> None:
     assert re.search(r"<td>\s*1\.23k \(1\.23x\)\s*</td>", page)
     assert "oom: CUDA out of memory | tried 2 GiB" in page
     assert "AMD EPYC 7B13" in page
-    assert (
-        len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", page)) == 3
-    )  # a figure per family
+    assert len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", page)) == 3  # a figure per family
     assert "http://" not in page and "https://" not in page
     assert not re.search(r"""(src|href)\s*=\s*(?!["']?data:)""", page)
     assert "<style>" in page

@@ -61,12 +61,7 @@ def test_missing_cells_show_their_reason(tables: dict[str, list[dict[str, str]]]
     mfu = find_row(tables["Efficiency"], family="dense", size="xs", metric="MFU")
     assert mfu["amp-bf16 (train)"] == "absent: no peak probe for bfloat16"
     # not run at all
-    assert (
-        find_row(tables["Throughput"], family="dense", size="s", metric="samples/s")[
-            "zero1 (train)"
-        ]
-        == NOT_RUN
-    )
+    assert find_row(tables["Throughput"], family="dense", size="s", metric="samples/s")["zero1 (train)"] == NOT_RUN
     # a row group where nothing ran gets one row with the reason
     failed = find_row(tables["Efficiency"], family="cnn", size="m")
     assert failed["metric"] == NOTHING_MEASURED

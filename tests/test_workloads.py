@@ -80,9 +80,7 @@ def test_digits_split_is_real_stratified_and_seeded():
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + b"".join(
-        struct.pack(">I", d) for d in array.shape
-    )
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
     data = header + array.astype(np.uint8).tobytes()
     if gz:
         path = path.with_name(path.name + ".gz")
@@ -148,10 +146,7 @@ def test_variant_step_trains_and_counts_state(variant):
     case.step()
     after = list(case.trainer.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), "the step changed no weight"
-    assert (
-        case.compute_dtype
-        == {"fp32": torch.float32, "amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}[variant]
-    )
+    assert case.compute_dtype == {"fp32": torch.float32, "amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}[variant]
     # AdamW in fp32: params + grads + m + v = 16 bytes per parameter, and a 4-byte step
     # counter per parameter tensor
     n_tensors = len(list(case.trainer.model.parameters()))

@@ -31,9 +31,7 @@ class CNNConfig(FamilyConfig):
         "s": dict(stages=((32, 1), (64, 1)), fc=(512, 256)),  # 1.01M
         "m": dict(stages=((64, 2), (128, 2), (256, 2)), fc=(2048, 512), kernel=3, padding=1),  # 10.6M
         "l": dict(stages=((128, 2), (256, 2), (512, 3)), fc=(8192, 2048), kernel=3, padding=1),  # 91M
-        "xl": dict(
-            stages=((256, 2), (512, 2), (1024, 3)), fc=(32768, 12288), kernel=3, padding=1
-        ),  # 0.97B
+        "xl": dict(stages=((256, 2), (512, 2), (1024, 3)), fc=(32768, 12288), kernel=3, padding=1),  # 0.97B
     }
 
     def __post_init__(self) -> None:

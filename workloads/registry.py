@@ -121,9 +121,7 @@ class Case:
         steps = w.accuracy_steps if steps is None else steps
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
-        trainer = self.variant_obj.trainer(
-            w.build_model(), w.task_loss, w.accuracy_lr, self.device, self.world_size
-        )
+        trainer = self.variant_obj.trainer(w.build_model(), w.task_loss, w.accuracy_lr, self.device, self.world_size)
         try:
             x_train = w.encode_images(task.x_train)
             x_test = w.encode_images(task.x_test)

@@ -133,9 +133,7 @@ class Variant:
     def check(self, device: torch.device, world_size: int) -> None:
         """Raise Unsupported with the reason when this variant cannot run here."""
 
-    def trainer(
-        self, model: nn.Module, loss_fn: LossFn, lr: float, device: torch.device, world_size: int
-    ) -> Trainer:
+    def trainer(self, model: nn.Module, loss_fn: LossFn, lr: float, device: torch.device, world_size: int) -> Trainer:
         raise NotImplementedError
 
     def predicted_state_bytes(self, n_params: int, world_size: int) -> int | None:
