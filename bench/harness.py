@@ -34,12 +34,15 @@ class Session:
         self.fp32_accuracy: dict[tuple[str, str, int], float] = {}
         self.results: list[dict] = []
 
-    def peak_tflops(self, device: torch.device, dtype: torch.dtype) -> float:
-        """Matmul probe, once per session per device and dtype."""
+    def peak_tflops(self, device: torch.device, dtype: torch.dtype, reprobe: bool = False) -> float:
+        """Matmul probe, once per session per device and dtype. ``reprobe`` runs it again and
+        keeps the larger value: a case that beat the peak shows the first probe ran slow
+        (another process on the machine, a clock ramping up)."""
         key = f"{device}:{str(dtype).removeprefix('torch.')}"
-        if key not in self.peaks:
+        if key not in self.peaks or reprobe:
             # distributed: rank 0's probe on every rank, so estimate-based skips agree
-            self.peaks[key] = self.ranks.broadcast(matmul_peak_tflops(device, dtype))
+            probed = self.ranks.broadcast(matmul_peak_tflops(device, dtype))
+            self.peaks[key] = max(self.peaks.get(key, 0.0), probed)
         return self.peaks[key]
 
     def machine_info(self) -> dict:
@@ -202,6 +205,8 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
         step_times = event_times or list(benchmark.stats.stats.data)
         if session.ranks.active:  # distributed: each round's slowest rank
             step_times = session.ranks.slowest_per_round(event_times or rank_times)
+        if peak and case.flops_per_step / statistics.median(step_times) / 1e12 > peak:
+            peak = session.peak_tflops(case.device, case.compute_dtype, reprobe=True)
         info = {
             "schema": SCHEMA,
             **case.static_info(),
