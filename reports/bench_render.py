@@ -46,12 +46,8 @@ def measure(count: int = 500, repeat: int = 3) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.bench_render", description=__doc__)
-    parser.add_argument(
-        "--count", type=int, default=500, help="synthetic results to generate (default: 500)"
-    )
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="take the best of this many runs (default: 3)"
-    )
+    parser.add_argument("--count", type=int, default=500, help="synthetic results to generate (default: 500)")
+    parser.add_argument("--repeat", type=int, default=3, help="take the best of this many runs (default: 3)")
     args = parser.parse_args(argv)
     timings = measure(args.count, args.repeat)
     count = int(timings.pop("benchmarks"))

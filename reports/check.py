@@ -74,24 +74,23 @@ class Rule:
     kind: Kind
     default: float | None
     timing: bool = False
-    group: str = ""
 
 
-# Order follows METRICS. fmt: off
+# The order of the check table. fmt: off
 RULES: dict[str, Rule] = {
-    "samples_per_s": Rule("relative", 0.05, timing=True, group="throughput"),
-    "tokens_per_s": Rule("relative", 0.05, timing=True, group="throughput"),
-    "step_time_s": Rule("relative", 0.05, timing=True, group="step time"),
-    "tflops": Rule("relative", 0.05, timing=True, group="throughput"),
-    "accuracy": Rule("points", 0.005, group="accuracy"),
-    "accuracy_delta": Rule("points", None, group="accuracy"),
-    "model_bytes": Rule("relative", 0.10, group="memory"),
-    "mfu": Rule("relative", None, timing=True, group="throughput"),
-    "samples_per_j": Rule("relative", 0.10, group="energy"),
-    "energy_j_per_sample": Rule("relative", 0.10, group="energy"),
-    "peak_mem_bytes": Rule("relative", 0.10, group="memory"),
-    "model_state_bytes": Rule("relative", 0.10, group="memory"),
-    "model_state_bytes_predicted": Rule("relative", None, group="memory"),
+    "step_time_s": Rule("relative", 0.05, timing=True),
+    "samples_per_s": Rule("relative", 0.05, timing=True),
+    "tokens_per_s": Rule("relative", 0.05, timing=True),
+    "tflops": Rule("relative", 0.05, timing=True),
+    "mfu": Rule("relative", None, timing=True),
+    "accuracy": Rule("points", 0.005),
+    "accuracy_delta": Rule("points", None),
+    "peak_mem_bytes": Rule("relative", 0.10),
+    "model_state_bytes": Rule("relative", 0.10),
+    "model_state_bytes_predicted": Rule("relative", None),
+    "model_bytes": Rule("relative", 0.10),
+    "energy_j_per_sample": Rule("relative", 0.10),
+    "samples_per_j": Rule("relative", 0.10),
 }
 # fmt: on
 for _key in RULES:
@@ -123,7 +122,7 @@ class ThresholdSpec:
     """One ``--threshold [PATTERN:]METRIC=VALUE``."""
 
     metric: str
-    value: float
+    value: float | None  # None: "off", not gated
     pattern: str | None = None
     text: str = ""
 
@@ -134,7 +133,8 @@ def _allowed_metrics() -> str:
 
 def parse_threshold(text: str) -> ThresholdSpec:
     """``step_time_s=0.08``, ``step_time_s=8%``, ``accuracy=0.5pp`` (or ``0.005``),
-    ``'transformer-*:step_time_s=0.1'``. Raises ReportError with the allowed forms."""
+    ``'transformer-*:step_time_s=0.1'``, ``step_time_s=off`` (not gated). Raises
+    ReportError with the allowed forms."""
     where = f"--threshold {text}"
     target, sep, raw = text.rpartition("=")
     if not sep or not target or not raw.strip():
@@ -146,6 +146,8 @@ def parse_threshold(text: str) -> ThresholdSpec:
         raise ReportError(f"{where}: {why} {metric!r}; allowed: {_allowed_metrics()}")
     rule = RULES[metric]
     raw = raw.strip().lower()
+    if raw == "off":
+        return ThresholdSpec(metric, None, pattern.strip() or None, text)
     try:
         if raw.endswith("pp"):
             if rule.kind != "points":
@@ -153,9 +155,7 @@ def parse_threshold(text: str) -> ThresholdSpec:
             value = float(raw[:-2]) / 100
         elif raw.endswith("%"):
             if rule.kind == "points":
-                raise ReportError(
-                    f"{where}: {metric} is in points; give 0.5pp or the fraction 0.005"
-                )
+                raise ReportError(f"{where}: {metric} is in points; give 0.5pp or the fraction 0.005")
             value = float(raw[:-1]) / 100
         else:
             value = float(raw)
@@ -174,29 +174,30 @@ class Thresholds:
 
     specs: list[ThresholdSpec] = field(default_factory=list)
 
-    def _given(self, benchmark_id: str, metric: str) -> float | None:
+    def _given(self, benchmark_id: str, metric: str) -> ThresholdSpec | None:
         for spec in reversed(self.specs):
             if spec.metric == metric and spec.pattern is not None:
                 if fnmatch.fnmatchcase(benchmark_id, spec.pattern):
-                    return spec.value
+                    return spec
         for spec in reversed(self.specs):
             if spec.metric == metric and spec.pattern is None:
-                return spec.value
+                return spec
         return None
 
     def get(self, benchmark_id: str, metric: str) -> float | None:
+        """The threshold, or None where the metric is not gated."""
         given = self._given(benchmark_id, metric)
         if given is not None:
-            return given
+            return given.value
         rule = RULES[metric]
         if rule.timing and metric != STEP_TIME and rule.default is not None:
             inherited = self._given(benchmark_id, STEP_TIME)
             if inherited is not None:
-                return inherited
+                return inherited.value
         return rule.default
 
     def gated(self, benchmark_id: str) -> list[str]:
-        """The metrics judged for a benchmark, in METRICS order."""
+        """The metrics judged for a benchmark, in ``RULES`` order."""
         return [m for m in RULES if self.get(benchmark_id, m) is not None]
 
 
@@ -265,12 +266,9 @@ def raw_step_times(result: Result, source: str) -> tuple[list[float] | None, str
         if values is None:
             continue
         if not isinstance(values, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            for v in values
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
         ):
-            raise ReportError(
-                f"{source} ({result.name}): {origin}: expected a list of positive numbers"
-            )
+            raise ReportError(f"{source} ({result.name}): {origin}: expected a list of positive numbers")
         if values:
             return [float(v) for v in values], origin
     return None, ""
@@ -324,6 +322,10 @@ def judge_metric(
     if base_value is None or new_value is None:
         row.note = _absent_note(base, new, metric_key)
         return row
+    timers = (base.extra_info.get("timer"), new.extra_info.get("timer"))
+    if rule.timing and None not in timers and timers[0] != timers[1]:
+        row.note = f"timed differently ({timers[0]} -> {timers[1]})"
+        return row
     if metric_key == STEP_TIME:
         work = (base.extra_info.get("samples_per_step"), new.extra_info.get("samples_per_step"))
         if None not in work and work[0] != work[1]:
@@ -352,9 +354,7 @@ def judge_metric(
         row.verdict = REGRESSED if test.significant(alpha) else NOT_SIGNIFICANT
     elif better:
         opposite = "less" if test.worse == "greater" else "greater"
-        improved, _ = _rank_test(
-            metric_key, base, new, base_value, new_value, alpha, sources, opposite
-        )
+        improved, _ = _rank_test(metric_key, base, new, base_value, new_value, alpha, sources, opposite)
         row.verdict = IMPROVED if improved is not None and improved.significant(alpha) else OK
     else:
         row.verdict = OK
@@ -564,8 +564,7 @@ def summary_line(report: Report) -> str:
     parts = []
     if report.regressions:
         parts.append(
-            f"FAIL: {len(report.regressions)} regression(s) in {len(failed)} of"
-            f" {len(benchmarks)} compared benchmark(s)"
+            f"FAIL: {len(report.regressions)} regression(s) in {len(failed)} of {len(benchmarks)} compared benchmark(s)"
         )
     else:
         parts.append(f"PASS: no regression in {len(benchmarks)} compared benchmark(s)")
@@ -672,9 +671,7 @@ def load_run(text: str, storage: str | Path, role: str) -> Run:
     if path.is_dir() and not any(path.glob("*.jsonl")):
         latest = latest_saved_run(path)
         if latest is None:
-            raise ReportError(
-                f"{path}: no *.jsonl results and no saved pytest-benchmark runs (NNNN_*.json)"
-            )
+            raise ReportError(f"{path}: no *.jsonl results and no saved pytest-benchmark runs (NNNN_*.json)")
         text = str(latest)
     runs = load_input(text, storage)
     if len(runs) != 1:
@@ -703,8 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[ID_PATTERN:]METRIC=VALUE",
-        help="e.g. step_time_s=0.08 or 8%%, accuracy=0.5pp (or 0.005), "
-        "'transformer-*:step_time_s=0.1' (fnmatch on the benchmark id); repeatable, last wins."
+        help="e.g. step_time_s=0.08 or 8%%, accuracy=0.5pp (or 0.005), step_time_s=off,"
+        " 'transformer-*:step_time_s=0.1' (fnmatch on the benchmark id); repeatable, last wins."
         " Defaults: step time and throughput 5%%, accuracy 0.5pp, memory and energy 10%%",
     )
     parser.add_argument(
@@ -739,9 +736,7 @@ def run_check(args: argparse.Namespace, stdout: TextIO) -> int:
     thresholds = Thresholds([parse_threshold(text) for text in args.threshold])
     base = load_run(args.baseline, args.storage, "BASE")
     new = load_run(args.new, args.storage, "NEW")
-    report = compare_runs(
-        base, new, thresholds, args.alpha, args.cross_machine, args.fail_on_missing
-    )
+    report = compare_runs(base, new, thresholds, args.alpha, args.cross_machine, args.fail_on_missing)
     stdout.write(render_markdown(report) if args.markdown else render_text(report))
     if args.json:
         try:

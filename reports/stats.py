@@ -77,9 +77,7 @@ def hodges_lehmann(baseline: Sequence[float], new: Sequence[float]) -> float:
     return float(np.median(np.subtract.outer(b, a)))
 
 
-def compare_samples(
-    baseline: Sequence[float], new: Sequence[float], worse: Worse = "greater"
-) -> RankTest:
+def compare_samples(baseline: Sequence[float], new: Sequence[float], worse: Worse = "greater") -> RankTest:
     """One-sided Mann-Whitney U test that ``new`` is worse than ``baseline``.
 
     ``worse="greater"`` for a metric where higher is worse (step time), ``"less"`` where
