@@ -13,7 +13,7 @@ import torch
 from reports.metrics import SCHEMA
 from workloads import Unsupported, build_case, get_variant
 from workloads.probe import matmul_peak_tflops
-from workloads.registry import estimate_accuracy_seconds, estimate_case_seconds, parse_device
+from workloads.registry import accuracy_flops, estimate_accuracy_seconds, estimate_case_seconds, parse_device
 
 from .distributed import Ranks
 from .machine import machine_facts
@@ -197,6 +197,18 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
         warm = (time.perf_counter() - t0) / max(tier.warmup_rounds, 1)
         warm = session.ranks.max(warm)  # distributed: the same number of rounds on every rank
         rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
+        # the peak-based estimate is a lower bound; the measured step refines it
+        projected = warm * rounds
+        if s.accuracy:
+            projected += warm * accuracy_flops(family, size) * case.world_size / case.flops_per_step
+        if projected > s.timeout_s:
+            case.close()
+            refuse(
+                "skipped",
+                f"projected {projected:.0f}s from the measured warm-up step of {warm:.3g}s "
+                f"({rounds} timed rounds{' and the accuracy task' if s.accuracy else ''}), "
+                f"over --case-timeout {s.timeout_s:g}s",
+            )
 
         step, event_times = timed_step(case, s.inject_slowdown * warm)
         step, rank_times = session.ranks.lockstep(step)  # distributed: a barrier ends each step

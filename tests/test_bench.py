@@ -164,6 +164,15 @@ def test_case_timeout_skips_with_the_estimate(pytester):
     result.stdout.fnmatch_lines(["*estimated at least*GFLOP/s on cpu, over --case-timeout 0.0001s*"])
 
 
+def test_case_timeout_projects_from_the_measured_step(pytester):
+    """The peak-based estimate (~0.03 s) passes; the projection from the warm-up step of the
+    accuracy task at batch 8 (~0.3 s) is over the limit."""
+    result = run_bench(pytester, "--family", "dense", "--size", "xs", "--variant", "fp32", "--batch-size", "8",
+                       "--case-timeout", "0.15", "--results-dir", "", "-rs")  # fmt: skip
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*projected *s from the measured warm-up step of*and the accuracy task*"])
+
+
 def test_results_measured_before_a_failure_stay_on_disk(pytester):
     """The second case fails; the first one's result is already streamed, and the failure too."""
     pytester.makepyfile(

@@ -219,14 +219,18 @@ def estimate_case_seconds(
     return steps * flops / (peak_tflops * 1e12) if peak_tflops > 0 else math.inf
 
 
-def estimate_accuracy_seconds(family: str, size: str, peak_tflops: float) -> float:
-    """Lower bound of the accuracy task's compute time at the probed peak."""
+def accuracy_flops(family: str, size: str) -> float:
+    """Analytic training FLOPs of the accuracy task's whole budget (one rank)."""
     W = FAMILIES[family]
     cfg = W.Config.from_size(size)
     if family == "transformer":
-        cfg = dataclasses.replace(cfg, seq_len=16)
-    flops = W(cfg).train_flops_per_sample() * W.accuracy_batch_size * W.accuracy_steps
-    return flops / (peak_tflops * 1e12) if peak_tflops > 0 else math.inf
+        cfg = dataclasses.replace(cfg, seq_len=16)  # a digit is 16 tokens
+    return float(W(cfg).train_flops_per_sample() * W.accuracy_batch_size * W.accuracy_steps)
+
+
+def estimate_accuracy_seconds(family: str, size: str, peak_tflops: float) -> float:
+    """Lower bound of the accuracy task's compute time at the probed peak."""
+    return accuracy_flops(family, size) / (peak_tflops * 1e12) if peak_tflops > 0 else math.inf
 
 
 __all__ = ["FAMILIES", "Case", "Unsupported", "build_case", "get_variant", "variant_names"]
