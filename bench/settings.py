@@ -32,7 +32,7 @@ TIERS: dict[str, Tier] = {
         min_rounds=5,
         max_rounds=40,
         round_budget_s=1.5,
-        case_timeout_s=75.0,
+        case_timeout_s=70.0,
     ),
     "standard": Tier(
         sizes={f: ("xs", "s", "m") for f in FAMILY_NAMES},
