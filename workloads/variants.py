@@ -35,12 +35,16 @@ class Trainer(Protocol):
     def close(self) -> None: ...
 
 
-def tensor_bytes(tensors) -> int:
-    """Bytes of distinct storages among ``tensors`` (shared or tied tensors count once)."""
-    seen: set[int] = set()
+def tensor_bytes(tensors, seen: set[int] | None = None) -> int:
+    """Bytes of distinct storages among ``tensors`` (shared or tied tensors count once).
+
+    ``seen`` holds the storages already counted and is updated, so several calls can share it.
+    Meta tensors hold no memory and are skipped.
+    """
+    seen = set() if seen is None else seen
     total = 0
     for t in tensors:
-        if t is None or not isinstance(t, torch.Tensor):
+        if t is None or not isinstance(t, torch.Tensor) or t.device.type == "meta":
             continue
         storage = t.untyped_storage()
         key = storage.data_ptr()

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .base import Unsupported
-from .variants import VARIANTS, LossFn, Variant
+from .variants import VARIANTS, LossFn, Variant, tensor_bytes
 
 STAGES: dict[str, tuple[int, bool]] = {  # name -> (ZeRO stage, offload to CPU memory)
     "zero1": (1, False),
@@ -142,17 +142,7 @@ def count_storages(kinds: dict[str, Iterable[torch.Tensor]], exclude: Iterable[t
             seen.add(t.untyped_storage().data_ptr())
     out = {}
     for kind, tensors in kinds.items():
-        total = 0
-        for t in tensors:
-            if t is None or t.device.type == "meta":
-                continue
-            storage = t.untyped_storage()
-            key = storage.data_ptr()
-            if key in seen or storage.nbytes() == 0:
-                continue
-            seen.add(key)
-            total += storage.nbytes()
-        out[kind] = total
+        out[kind] = tensor_bytes(tensors, seen)
     return out
 
 
