@@ -168,7 +168,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
     peak = session.peak_tflops(device, var.compute_dtype) if var.phase == "train" else None
     if peak:
         steps = tier.warmup_rounds + tier.min_rounds
-        estimate = estimate_case_seconds(family, size, s.batch_size, s.world_size, peak, steps)
+        estimate = estimate_case_seconds(family, size, s.batch_size, peak, steps)
         if s.accuracy:
             estimate += estimate_accuracy_seconds(family, size, peak)
         if estimate > s.timeout_s:

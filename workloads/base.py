@@ -108,3 +108,7 @@ class Workload:
     def train_flops_per_sample(self) -> int:
         """Analytic FLOPs of forward + backward for one sample of the throughput batch."""
         raise NotImplementedError
+
+    def task_train_flops_per_sample(self) -> int:
+        """Analytic FLOPs of forward + backward for one sample of the accuracy task."""
+        return self.train_flops_per_sample()

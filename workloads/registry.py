@@ -209,9 +209,7 @@ def build_case(
     )
 
 
-def estimate_case_seconds(
-    family: str, size: str, batch_size: int | None, world_size: int, peak_tflops: float, steps: int
-) -> float:
+def estimate_case_seconds(family: str, size: str, batch_size: int | None, peak_tflops: float, steps: int) -> float:
     """Lower bound of the compute time of ``steps`` throughput steps at the probed peak."""
     W = FAMILIES[family]
     workload = W(W.Config.from_size(size))
@@ -222,10 +220,7 @@ def estimate_case_seconds(
 def accuracy_flops(family: str, size: str) -> float:
     """Analytic training FLOPs of the accuracy task's whole budget (one rank)."""
     W = FAMILIES[family]
-    cfg = W.Config.from_size(size)
-    if family == "transformer":
-        cfg = dataclasses.replace(cfg, seq_len=16)  # a digit is 16 tokens
-    return float(W(cfg).train_flops_per_sample() * W.accuracy_batch_size * W.accuracy_steps)
+    return float(W(W.Config.from_size(size)).task_train_flops_per_sample() * W.accuracy_batch_size * W.accuracy_steps)
 
 
 def estimate_accuracy_seconds(family: str, size: str, peak_tflops: float) -> float:

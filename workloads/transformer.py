@@ -132,3 +132,7 @@ class Transformer(Workload):
         c = self.cfg
         per_token = 6 * c.matmul_params() + 12 * c.n_layer * c.d_model * c.seq_len
         return per_token * c.seq_len
+
+    def task_train_flops_per_sample(self) -> int:
+        """A digit is 16 tokens (``encode_images``): the same count at that sequence length."""
+        return Transformer(dataclasses.replace(self.cfg, seq_len=16)).train_flops_per_sample()
