@@ -36,7 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--inject-slowdown",
         type=float,
         default=0.0,
-        help="for evaluating regression gates: after each timed step, sleep this fraction of the warm-up step time",
+        help="for evaluating regression gates: add this fraction of each timed step's own time to it"
+        " (CPU work; an idle GPU on CUDA)",
     )
     # the DeepSpeed launcher appends --local_rank=N; the rank comes from LOCAL_RANK instead
     g.addoption("--local_rank", "--local-rank", type=int, default=None, help="(set by the DeepSpeed launcher; ignored)")

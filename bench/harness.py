@@ -78,33 +78,71 @@ def not_run_info(family: str, size: str, variant: str, settings: Settings, statu
     }
 
 
-def timed_step(case, delay_s: float = 0.0) -> tuple[Callable[[], None], list[float]]:
+def spin_cpu(seconds: float) -> None:
+    """Busy this thread for ``seconds``: CPU work after the step, like a slower kernel.
+    It watches the vDSO wall clock; a per-thread CPU clock costs a system call per read,
+    and a loop of system calls disturbs the caches and TLB enough to slow the next step."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def timed_step(case, slowdown: float = 0.0) -> tuple[Callable[[], None], list[float]]:
     """The callable pytest-benchmark times. On CUDA it also records each step with CUDA
     events; the event times become the reported step times (host timer otherwise).
-    ``delay_s`` (``--inject-slowdown``) sleeps after each step, inside the timed call."""
+    ``slowdown`` (``--inject-slowdown``) adds that fraction of each step's own time to it,
+    inside the timed call: CPU work after the step on a CPU, an idle GPU before the end
+    event on CUDA."""
     if case.device.type != "cuda":
-        if not delay_s:
+        if not slowdown:
             return case.step, []
 
         def slowed() -> None:
+            start = time.perf_counter()
             case.step()
-            time.sleep(delay_s)
+            spin_cpu(slowdown * (time.perf_counter() - start))
 
         return slowed, []
     event_times: list[float] = []
 
     def step() -> None:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        host_start = time.perf_counter()
         start.record()
         case.trainer.train_step(*case.batch)
-        if delay_s:  # idle the GPU for delay_s between the step's kernels and the end event
+        if slowdown:  # idle the GPU between the step's kernels and the end event
             torch.cuda.synchronize(case.device)
-            time.sleep(delay_s)
+            time.sleep(slowdown * (time.perf_counter() - host_start))
         end.record()
         end.synchronize()
         event_times.append(start.elapsed_time(end) / 1e3)
 
     return step, event_times
+
+
+def warm_up(case, tier, ranks: Ranks) -> float:
+    """Untimed steps before timing: ``tier.warmup_rounds``, then more until ``tier.warmup_s``
+    has passed. Returns the steady step time (median of the steps after the first, which
+    pays for first-touch allocation); it sets the round count and the case-timeout
+    projection. Distributed: every rank runs the same number of steps and gets the slowest
+    rank's estimate."""
+
+    def run(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            case.step()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    times = run(max(tier.warmup_rounds, 1))
+    steady = ranks.max(statistics.median(times[1:] or times))
+    more = (tier.warmup_s - sum(times)) / max(steady, 1e-9)
+    more = int(ranks.max(min(max(more, 0.0), float(tier.max_rounds))))
+    if more:
+        times += run(more)
+        steady = ranks.max(statistics.median(times[1:]))
+    return steady
 
 
 def throughput_metrics(case, step_times: list[float], peak: float | None) -> dict:
@@ -191,11 +229,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
 
     try:
         # warm-up, untimed for the result; it sets how many rounds fill the tier's budget
-        t0 = time.perf_counter()
-        for _ in range(tier.warmup_rounds):
-            case.step()
-        warm = (time.perf_counter() - t0) / max(tier.warmup_rounds, 1)
-        warm = session.ranks.max(warm)  # distributed: the same number of rounds on every rank
+        warm = warm_up(case, tier, session.ranks)  # distributed: the same on every rank
         rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
         # the peak-based estimate is a lower bound; the measured step refines it
         projected = warm * rounds
@@ -210,7 +244,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
                 f"over --case-timeout {s.timeout_s:g}s",
             )
 
-        step, event_times = timed_step(case, s.inject_slowdown * warm)
+        step, event_times = timed_step(case, s.inject_slowdown)
         step, rank_times = session.ranks.lockstep(step)  # distributed: a barrier ends each step
         with Sampler(s.device, interval_s=s.telemetry_interval_s) as sampler:
             benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)

@@ -16,7 +16,8 @@ BASE_VARIANTS = ("fp32", "amp-bf16", "amp-fp16")
 class Tier:
     sizes: dict[str, tuple[str, ...]]  # family -> sizes
     variants: tuple[str, ...]
-    warmup_rounds: int  # untimed steps before timing (also estimate the step time)
+    warmup_rounds: int  # untimed steps before timing (also estimate the step time) ...
+    warmup_s: float  # ... and at least this long, so allocator, caches and clocks settle
     min_rounds: int
     max_rounds: int
     round_budget_s: float  # timed rounds fill about this much time, within min/max
@@ -29,8 +30,9 @@ TIERS: dict[str, Tier] = {
         sizes={"dense": ("xs", "s"), "cnn": ("xs", "s"), "transformer": ("xs", "s", "m")},
         variants=BASE_VARIANTS,
         warmup_rounds=2,
+        warmup_s=0.3,
         min_rounds=5,
-        max_rounds=40,
+        max_rounds=2000,
         round_budget_s=1.5,
         case_timeout_s=70.0,
     ),
@@ -38,8 +40,9 @@ TIERS: dict[str, Tier] = {
         sizes={f: ("xs", "s", "m") for f in FAMILY_NAMES},
         variants=BASE_VARIANTS + ("zero1", "zero2", "zero3"),
         warmup_rounds=3,
+        warmup_s=1.0,
         min_rounds=10,
-        max_rounds=200,
+        max_rounds=10000,
         round_budget_s=5.0,
         case_timeout_s=600.0,
     ),
@@ -47,8 +50,9 @@ TIERS: dict[str, Tier] = {
         sizes={f: SIZE_ORDER for f in FAMILY_NAMES},
         variants=BASE_VARIANTS + ("zero1", "zero2", "zero3", "zero3-offload"),
         warmup_rounds=5,
+        warmup_s=2.0,
         min_rounds=20,
-        max_rounds=500,
+        max_rounds=20000,
         round_budget_s=15.0,
         case_timeout_s=3600.0,
     ),
@@ -82,7 +86,7 @@ class Settings:
     results_dir: str | None = "results"
     accuracy: bool = True
     seed: int = 0
-    inject_slowdown: float = 0.0  # for evaluating regression gates: extra sleep per step
+    inject_slowdown: float = 0.0  # for evaluating regression gates: extra work per step
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))

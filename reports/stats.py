@@ -63,7 +63,8 @@ class RankTest:
 def min_p_value(n_baseline: int, n_new: int) -> float:
     """Smallest one-sided exact Mann-Whitney p-value: every new value beyond every baseline
     value, ``1 / C(n_baseline + n_new, n_new)``."""
-    return 1.0 / math.comb(n_baseline + n_new, n_new)
+    log_comb = math.lgamma(n_baseline + n_new + 1) - math.lgamma(n_baseline + 1) - math.lgamma(n_new + 1)
+    return math.exp(-log_comb)  # 0.0 where it underflows (thousands of values)
 
 
 def hodges_lehmann(baseline: Sequence[float], new: Sequence[float]) -> float:
