@@ -177,7 +177,12 @@ def worker_main(stdin: TextIO, reply_to: TextIO) -> int:
         if handler is None:
             reply = {"ok": False, "status": "error", "reason": f"unknown op {msg.get('op')!r}"}
         else:
-            reply = handler(msg)
+            try:
+                reply = handler(msg)
+            except Exception as e:  # a step that fails mid-session: the driver names it
+                from .harness import is_oom
+
+                reply = {"ok": False, "status": "oom" if is_oom(e) else "error", "reason": repr(e)}
         reply_to.write(json.dumps(reply, default=str) + "\n")
         reply_to.flush()
     worker.close()
