@@ -64,15 +64,15 @@ def absent_info(keys: dict[str, str]) -> dict:
     return {**{k: None for k in keys}, "absent": dict(keys)}
 
 
-def not_run_info(family: str, size: str, variant: str, settings: Settings, status: str, reason: str) -> dict:
+def not_run_info(family: str, size: str, variant: str, device: str, world_size: int, status: str, reason: str) -> dict:
     return {
         "schema": SCHEMA,
         "id": f"{family}-{size}-{variant}",
         "family": family,
         "size": size,
         "variant": variant,
-        "device": settings.device,
-        "world_size": settings.world_size,
+        "device": device,
+        "world_size": world_size,
         "status": status,
         "reason": reason,
     }
@@ -145,6 +145,19 @@ def warm_up(case, tier, ranks: Ranks) -> float:
     return steady
 
 
+def measured_info(case, step_times: list[float], cuda_events: bool, peak: float | None) -> dict:
+    """The result of a timed case: its static fields, status ok, the timer and the metrics
+    that follow from the step times."""
+    return {
+        "schema": SCHEMA,
+        **case.static_info(),
+        "status": "ok",
+        "reason": None,
+        "timer": "cuda-event" if cuda_events else "perf_counter",
+        **throughput_metrics(case, step_times, peak),
+    }
+
+
 def throughput_metrics(case, step_times: list[float], peak: float | None) -> dict:
     """Everything that follows from the step times: each one recomputable from the JSON."""
     step_time = statistics.median(step_times)
@@ -189,7 +202,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
     benchmark.group = f"{family}-{size}"
 
     def refuse(status: str, reason: str) -> None:
-        info = not_run_info(family, size, variant, s, status, reason)
+        info = not_run_info(family, size, variant, s.device, s.world_size, status, reason)
         session.record(item, info, None)
         pytest.skip(f"{status}: {reason}" if status != "skipped" else reason)
 
@@ -224,7 +237,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
     except Exception as e:
         if is_oom(e):
             refuse("oom", f"building the case: {e}")
-        session.record(item, not_run_info(family, size, variant, s, "error", repr(e)), None)
+        session.record(item, not_run_info(family, size, variant, s.device, s.world_size, "error", repr(e)), None)
         raise
 
     try:
@@ -253,14 +266,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
             step_times = session.ranks.slowest_per_round(event_times or rank_times)
         if peak and case.flops_per_step / statistics.median(step_times) / 1e12 > peak:
             peak = session.peak_tflops(case.device, case.compute_dtype, reprobe=True)
-        info = {
-            "schema": SCHEMA,
-            **case.static_info(),
-            "status": "ok",
-            "reason": None,
-            "timer": "cuda-event" if event_times else "perf_counter",
-            **throughput_metrics(case, step_times, peak),
-        }
+        info = measured_info(case, step_times, bool(event_times), peak)
         telemetry = sampler.result.to_extra_info(samples=case.samples_per_step * len(step_times))
         absent = dict(telemetry.pop("absent", {}))
         info.update(telemetry)
@@ -292,7 +298,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, family: str, s
     except Exception as e:
         if is_oom(e):
             refuse("oom", str(e))
-        session.record(item, not_run_info(family, size, variant, s, "error", repr(e)), None)
+        session.record(item, not_run_info(family, size, variant, s.device, s.world_size, "error", repr(e)), None)
         raise
     benchmark.extra_info.update(info)
     session.record(item, info, benchmark.stats.stats.as_dict())

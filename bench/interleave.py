@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import select
-import statistics
 import subprocess
 import sys
 import time
@@ -57,26 +56,6 @@ class InterleaveError(Exception):
 # the worker: one tree's code, one case at a time
 
 
-def _pytest_stats(times: Sequence[float]) -> dict[str, float]:
-    """The stats block pytest-benchmark writes, from the raw step times."""
-    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
-    mean = statistics.fmean(times)
-    return {
-        "min": min(times),
-        "max": max(times),
-        "mean": mean,
-        "stddev": statistics.stdev(times) if len(times) > 1 else 0.0,
-        "median": statistics.median(times),
-        "q1": q[0],
-        "q3": q[2],
-        "iqr": q[2] - q[0],
-        "rounds": len(times),
-        "iterations": 1,
-        "total": sum(times),
-        "ops": 1.0 / mean if mean > 0 else 0.0,
-    }
-
-
 class _Worker:
     def __init__(self) -> None:
         self.case = None
@@ -96,6 +75,9 @@ class _Worker:
         from .settings import TIERS
 
         self.close()
+        if msg.get("protocol") != PROTOCOL:
+            reason = f"this tree speaks interleave protocol {PROTOCOL}, the driver {msg.get('protocol')}"
+            return {"ok": False, "status": "error", "reason": reason}
         family, size, variant = msg["case"].split("-", 2)
         try:
             var = get_variant(variant)
@@ -126,39 +108,35 @@ class _Worker:
             self.step()
         if self.event_times and rewarm:  # CUDA: the untimed steps' event times are not results
             del self.event_times[-rewarm:]
-        elapsed = 0.0
-        for _ in range(max(int(msg["steps"]), 1)):
+        steps = max(int(msg["steps"]), 1)
+        for _ in range(steps):
             t0 = time.perf_counter()
             self.step()
             self.host_times.append(time.perf_counter() - t0)
-            elapsed += self.host_times[-1]
         self.windows += 1
-        return {"ok": True, "steps": int(msg["steps"]), "elapsed_s": elapsed}
+        return {"ok": True, "steps": steps, "elapsed_s": sum(self.host_times[-steps:])}
 
     def finish(self, msg: dict[str, Any]) -> dict[str, Any]:
-        from reports.metrics import METRICS, SCHEMA
+        from pytest_benchmark.stats import Stats
 
-        from .harness import throughput_metrics
+        from reports.metrics import METRICS
+
+        from .harness import measured_info
 
         if self.case is None or not self.host_times:
             return {"ok": False, "status": "error", "reason": "finish before any timed window"}
         times = self.event_times or self.host_times
-        info = {
-            "schema": SCHEMA,
-            **self.case.static_info(),
-            "status": "ok",
-            "reason": None,
-            "timer": "cuda-event" if self.event_times else "perf_counter",
-            **throughput_metrics(self.case, times, None),
-            "timing": "interleaved",
-            "interleave": {**msg.get("interleave", {}), "windows": self.windows, **self.warmup},
-        }
+        info = measured_info(self.case, times, bool(self.event_times), None)
+        info["timing"] = "interleaved"
+        info["interleave"] = {**msg.get("interleave", {}), "windows": self.windows, **self.warmup}
         absent = {k: NOT_MEASURED for k in METRICS if info.get(k) is None}
         info.update({k: None for k in absent})
         info["absent"] = absent
-        stats = _pytest_stats(times)
+        stats = Stats()  # the stats block `pytest bench` streams, from the same step times
+        for t in times:
+            stats.update(t)
         self.close()
-        return {"ok": True, "extra_info": info, "stats": stats}
+        return {"ok": True, "extra_info": info, "stats": stats.as_dict()}
 
     def close(self) -> None:
         if self.case is not None:
@@ -200,7 +178,6 @@ class Side:
     inject_slowdown: float = 0.0
     proc: subprocess.Popen | None = None
     log: Path | None = None
-    built: bool = False
     machine: dict[str, Any] = field(default_factory=dict)
 
     def start(self, out: Path, env: dict[str, str], cpus: set[int] | None = None) -> None:
@@ -300,7 +277,7 @@ def window_order(names: Sequence[str], round_index: int) -> list[str]:
 def time_case(sides: Sequence[Side], case: str, args: argparse.Namespace, log: TextIO) -> dict[str, dict[str, Any]]:
     """Build ``case`` on every side, take turns until each has ``args.seconds`` of windows,
     and return each side's record (extra_info and stats, or a not-run record)."""
-    from reports.metrics import SCHEMA
+    from .harness import not_run_info
 
     family, size, variant = case.split("-", 2)
     records: dict[str, dict[str, Any]] = {}
@@ -323,8 +300,7 @@ def time_case(sides: Sequence[Side], case: str, args: argparse.Namespace, log: T
             steady[side.name] = reply["steady_step_s"]
             built.append(side)
         else:
-            info = {"schema": SCHEMA, "id": case, "family": family, "size": size, "variant": variant}
-            info |= {"device": args.device, "world_size": 1, "status": reply["status"], "reason": reply["reason"]}
+            info = not_run_info(family, size, variant, args.device, 1, reply["status"], reply["reason"])
             records[side.name] = {"extra_info": info, "stats": None}
             log.write(f"{case}: side {side.name} {reply['status']}: {reply['reason']}\n")
     names = [side.name for side in built]
@@ -361,7 +337,7 @@ def time_case(sides: Sequence[Side], case: str, args: argparse.Namespace, log: T
 
 def run_session(args: argparse.Namespace, log: TextIO = sys.stderr) -> dict[str, Path]:
     """Time every case on every side; returns each side's results file."""
-    from workloads.base import check_choice
+    from workloads.base import SIZE_ORDER, check_choice
 
     from .results import ResultsStream
     from .settings import BASE_VARIANTS, FAMILY_NAMES, TIERS
@@ -392,7 +368,7 @@ def run_session(args: argparse.Namespace, log: TextIO = sys.stderr) -> dict[str,
             if len(parts) != 3:
                 raise ValueError(f"--case {case!r}: expected family-size-variant, e.g. cnn-xs-fp32")
             check_choice("--case family", parts[0], FAMILY_NAMES)
-            check_choice("--case size", parts[1], tuple(TIERS["full"].sizes[parts[0]]))
+            check_choice("--case size", parts[1], SIZE_ORDER)
             if parts[2] not in BASE_VARIANTS:
                 raise ValueError(
                     f"--case {case!r}: variant {parts[2]!r}; interleaved timing runs {', '.join(BASE_VARIANTS)}"

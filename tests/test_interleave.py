@@ -136,6 +136,12 @@ def test_a_worker_that_dies_is_reported_with_its_log(tmp_path: Path) -> None:
         interleave.run_session(interleave.build_parser().parse_args(argv), io.StringIO())
 
 
+def test_a_worker_of_another_protocol_refuses_to_build() -> None:
+    reply = interleave._Worker().build({"protocol": interleave.PROTOCOL + 1, "case": "dense-xs-fp32"})
+    assert reply["ok"] is False and reply["status"] == "error"
+    assert f"protocol {interleave.PROTOCOL}" in reply["reason"]
+
+
 # -- the harness pieces ------------------------------------------------------------------
 
 
