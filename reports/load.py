@@ -33,37 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports.metrics import METRICS, SCHEMA
-
-STATUSES = ("ok", "skipped", "oom", "error")
-DEFAULT_STORAGE = Path(".benchmarks")
-SIZE_ORDER = ("xs", "s", "m", "l", "xl")
-VARIANT_ORDER = (
-    "fp32",
-    "amp-bf16",
-    "amp-fp16",
-    "zero1",
-    "zero2",
-    "zero3",
-    "zero3-offload",
-    "int8",
-    "prune",
-    "lowrank",
-    "distill",
+from reports.metrics import METRICS
+from reports.schema import (
+    PHASES,
+    SCHEMA,
+    STATUSES,
+    case_id,
+    size_rank,
+    variant_rank,
 )
-REFERENCE_VARIANT = "fp32"
 
-
-def size_rank(size: str) -> tuple[int, str]:
-    """Sort key for sizes: xs, s, m, l, xl, then unknown sizes by name."""
-    return (SIZE_ORDER.index(size) if size in SIZE_ORDER else len(SIZE_ORDER), size)
-
-
-def variant_rank(variant: str) -> tuple[int, int, str]:
-    """Sort key for variants: fp32 first, the design's order, a composition after its first part."""
-    first = variant.split("+", 1)[0]
-    rank = VARIANT_ORDER.index(first) if first in VARIANT_ORDER else len(VARIANT_ORDER)
-    return (rank, int("+" in variant), variant)
+DEFAULT_STORAGE = Path(".benchmarks")
 
 
 class ReportError(Exception):
@@ -230,9 +210,12 @@ def validate_extra_info(extra_info: object, where: str) -> dict[str, Any]:
             raise _mistyped(where, key, info[key], "a string or null")
     if info["status"] not in STATUSES:
         raise ReportError(f"{where}: status {info['status']!r} is not one of {', '.join(STATUSES)}")
-    expected_id = f"{info['family']}-{info['size']}-{info['variant']}"
+    phase = info.get("phase") or "train"
+    if phase not in PHASES:
+        raise ReportError(f"{where}: phase {phase!r} is not one of {', '.join(PHASES)}")
+    expected_id = case_id(info["family"], info["size"], info["variant"], phase)
     if info["id"] != expected_id:
-        raise ReportError(f"{where}: id {info['id']!r} is not family-size-variant {expected_id!r}")
+        raise ReportError(f"{where}: id {info['id']!r} does not match family, size, variant and phase {expected_id!r}")
     world_size = info.get("world_size", 1)
     if not _is_int(world_size) or world_size < 1:
         raise _mistyped(where, "world_size", world_size, "a positive integer")

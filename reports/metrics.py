@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-SCHEMA = "archbench/1"
+from reports.schema import SCHEMA  # noqa: F401  (re-exported: the schema version)
 
 Direction = Literal["higher", "lower"]
 Scale = Literal["si", "bytes", "time", "percent", "plain"]

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.load import ReportError, Result, Run, result_index, variant_rank
+from reports.load import ReportError, Result, Run, result_index
 from reports.metrics import METRICS
+from reports.schema import variant_rank
 
 PANELS = ("samples_per_s", "peak_mem_bytes", "mfu")
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reports.metrics import SCHEMA
+from reports.schema import SCHEMA, case_id
 
 PARAMS = {"xs": 100_000, "s": 1_000_000, "m": 10_000_000, "l": 100_000_000, "xl": 1_000_000_000}
 SPEEDUP = {
@@ -81,16 +81,20 @@ def make_extra_info(
     status: str = "ok",
     reason: str | None = None,
     world_size: int = 1,
+    phase: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """One benchmark's extra_info; ``overrides`` replace any key after the defaults."""
+    """One benchmark's extra_info; ``overrides`` replace any key after the defaults. The phase
+    defaults to ``infer`` for int8, else ``train``."""
+    if phase is None:
+        phase = "infer" if variant.startswith("int8") else "train"
     info: dict[str, Any] = {
         "schema": SCHEMA,
-        "id": f"{family}-{size}-{variant}",
+        "id": case_id(family, size, variant, phase),
         "family": family,
         "size": size,
         "variant": variant,
-        "phase": "infer" if variant.startswith("int8") else "train",
+        "phase": phase,
         "device": "cpu",
         "dtype": "bfloat16" if "bf16" in variant else "float16" if "fp16" in variant else "float32",
         "world_size": world_size,

@@ -32,13 +32,11 @@ from typing import Any
 from tabulate import tabulate
 
 from reports.load import (
-    REFERENCE_VARIANT,
     ReportError,
     Result,
     Run,
     result_index,
     run_from_extra_info,
-    variant_rank,
 )
 from reports.metrics import (
     METRICS,
@@ -49,6 +47,7 @@ from reports.metrics import (
     format_value,
     table_metrics,
 )
+from reports.schema import REFERENCE_VARIANT, variant_rank
 
 FORMATS = ("github", "pipe", "html", "latex", "plain")
 NOT_RUN = "-"

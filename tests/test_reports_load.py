@@ -174,11 +174,11 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
     ("bool", _set("peak_mem_bytes", True), "peak_mem_bytes: expected a number or null, got bool"),
     ("nan", _set("mfu", math.nan), "mfu: expected a number or null, got float nan"),
     ("world size", _set("world_size", 0), "world_size: expected a positive integer"),
-    ("status", _set("status", "crashed"), "status 'crashed' is not one of ok, skipped, oom, error"),
+    ("status", _set("status", "crashed"), "status 'crashed' is not one of ok, skipped, timeout, oom, error"),
     (
         "id",
         _set("id", "dense-xs-bf16"),
-        "id 'dense-xs-bf16' is not family-size-variant 'dense-xs-fp32'",
+        "id 'dense-xs-bf16' does not match family, size, variant and phase 'dense-xs-fp32'",
     ),
     ("absent", _set("absent", ["mfu"]), "absent: expected an object of metric -> reason"),
     ("reason", _set("reason", 3), "reason: expected a string or null, got int"),

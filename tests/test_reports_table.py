@@ -9,6 +9,7 @@ import pytest
 
 from reports.load import ReportError, Result, Run, run_from_extra_info
 from reports.metrics import METRICS, format_ratio, format_value
+from reports.schema import case_id
 from reports.synthetic import machine_info, make_extra_info
 from reports.table import FORMATS, MAX_REASON, NOT_RUN, NOTHING_MEASURED, render_tables, shorten
 from tests.reports_fixtures import find_row, parse_tables, session_results
@@ -98,8 +99,8 @@ def test_every_cell_traces_to_an_input_field() -> None:
             for header, cell in row.items():
                 if header in ("family", "size", "metric"):
                     continue
-                variant = header.split(" (")[0]
-                result = run.get(f"{row['family']}-{row['size']}-{variant}")
+                variant, _, phase = header.partition(" (")
+                result = run.get(case_id(row["family"], row["size"], variant, phase.rstrip(")") or "train"))
                 reference = run.get(f"{row['family']}-{row['size']}-fp32")
                 assert cell == _expected_cell(metric.key, result, reference), (row, header)
                 checked += 1
