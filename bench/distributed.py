@@ -1,23 +1,22 @@
-"""Multi-rank ``pytest bench`` runs: every rank runs the same pytest session (SPMD).
+"""Multi-rank cases: the collectives the harness needs, and the two ways ranks come about.
 
-Ways in (``--world-size N`` on every rank):
-
-- ``pytest bench --world-size N``, no launcher: this process is rank 0 and starts ranks
-  1..N-1 on this machine as ``python -m pytest <the same arguments>``, each with its output in
-  ``<results-dir>/rank<R>-<pid>.log`` (a temporary directory without ``--results-dir``).
-- ``torchrun --nproc-per-node K [--nnodes M --node-rank I --master-addr HOST --master-port P]
-  -m pytest bench --world-size K*M ...`` on each machine, or the DeepSpeed launcher
-  ``deepspeed [--hostfile H] --num_gpus K --module pytest bench --world-size K*M ...`` (its
-  ``--local_rank`` argument is accepted and ignored): the launcher's ``RANK``, ``WORLD_SIZE``,
-  ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` are used.
+- ``pytest bench --world-size N``, no launcher: for each case the supervisor starts N worker
+  processes on this machine (``bench.supervisor``); each joins a process group made for that
+  case alone (``init_case_group``), so a rank that hangs or dies costs only its case.
+- Under a launcher, every rank runs the same pytest session (SPMD) and the cases run in the
+  pytest process: ``torchrun --nproc-per-node K [--nnodes M --node-rank I --master-addr HOST
+  --master-port P] -m pytest bench --world-size K*M ...`` on each machine, or the DeepSpeed
+  launcher ``deepspeed [--hostfile H] --num_gpus K --module pytest bench --world-size K*M ...``
+  (its ``--local_rank`` argument is accepted and ignored): the launcher's ``RANK``,
+  ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` are used (``setup``).
 
 The process group is gloo on CPUs (with ``DS_ACCELERATOR=cpu`` for DeepSpeed) and NCCL on
 GPUs, where rank R uses ``cuda:LOCAL_RANK``. Only rank 0 writes results, JSON and tables.
 
-All ranks collect the same cases in the same order. Every decision that could differ between
-ranks is agreed (``agree``, ``broadcast``), so they skip together; each timed step ends in a
-barrier so the ranks step in lockstep, and the reported step time of a round is the slowest
-rank's. Each rank measures its own memory; ``per_rank_info`` gathers it.
+Every decision that could differ between ranks is agreed (``agree``, ``broadcast``), so they
+skip together; each timed step ends in a barrier so the ranks step in lockstep, and the
+reported step time of a round is the slowest rank's. Each rank measures its own memory;
+``per_rank_info`` gathers it.
 """
 
 from __future__ import annotations
@@ -25,16 +24,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import signal
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 
@@ -47,7 +40,7 @@ class LaunchError(ValueError):
 
 def launched_rank() -> tuple[int, int, int, int] | None:
     """(rank, world size, local rank, local world size) set by a launcher (torchrun, the
-    DeepSpeed launcher, or rank 0 of a self-spawned run), or None."""
+    DeepSpeed launcher), or None."""
     env = os.environ
     if not all(k in env for k in LAUNCHER_ENV):
         return None
@@ -64,16 +57,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: a spawned rank gets SIGTERM when rank 0 dies, instead of waiting in a collective."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 # ------------------------------------------------------------------------------------------
@@ -116,11 +99,8 @@ class Ranks:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
-    spawned: bool = False  # rank 0 started the other ranks itself
-    children: list[tuple[int, subprocess.Popen, Path]] = dataclasses.field(default_factory=list)
     timeout_s: float = 1800.0
     _rss_reset: bool = False
-    _done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     @property
     def active(self) -> bool:
@@ -192,7 +172,7 @@ class Ranks:
         """Every rank's peak memory, model state and step time; the usual keys get the largest.
 
         CPU peak memory is each rank's own RSS high-water mark over the timed window (the
-        sampler's process tree on rank 0 would include the ranks it spawned); GPU peak memory
+        sampler's process tree is this rank's alone); GPU peak memory
         is each rank's allocator peak on its own device.
         """
         if device.type == "cuda":
@@ -227,138 +207,60 @@ class Ranks:
 
     # -- end ----------------------------------------------------------------------------
 
-    def watch_children(self, poll_s: float = 1.0, grace_s: float = 60.0) -> None:
-        """Rank 0 of a self-spawned run: if a rank it started dies before the session ends,
-        the other ranks would wait in a collective until the timeout; instead print that
-        rank's log and exit (the results streamed so far stay on disk)."""
-
-        exited: dict[int, float] = {}
-
-        def watch() -> None:
-            while not self._done.wait(poll_s):
-                for rank, proc, log in self.children:
-                    rc = proc.poll()
-                    if rc is None:
-                        continue
-                    exited.setdefault(rank, time.monotonic())
-                    # exit code 0 or 1 (tests failed) is a session that ended: rank 0 ends with it
-                    crashed = rc not in (0, 1) or time.monotonic() - exited[rank] > grace_s
-                    if crashed and not self._done.is_set():
-                        sys.stderr.write(f"\narchbench: rank {rank} exited with {rc} mid-run; its log {log}:\n")
-                        sys.stderr.write(log_tail(log) + "\n")
-                        sys.stderr.flush()
-                        os._exit(1)
-
-        threading.Thread(target=watch, name="archbench-ranks", daemon=True).start()
-
-    def finish(self, wait_s: float = 120.0) -> list[tuple[int, int | None, Path]]:
-        """Leave the process group; rank 0 waits for the ranks it spawned.
-        Returns (rank, exit code or None if it had to be killed, log path) of each."""
+    def finish(self) -> None:
+        """Leave the process group."""
         if self.active and torch.distributed.is_initialized():
             try:
                 torch.distributed.destroy_process_group()
-            except Exception:  # a broken group at exit: the exit codes below tell the story
+            except Exception:  # a broken group at exit: the case's status already tells
                 pass
-        self._done.set()
-        results = []
-        deadline = time.monotonic() + wait_s
-        for rank, proc, log in self.children:
-            try:
-                rc: int | None = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                rc = None
-            results.append((rank, rc, log))
-        self.children.clear()
-        return results
 
 
-def setup(
-    world_size: int,
-    device: str,
-    args: Sequence[str],
-    cwd: str | os.PathLike,
-    log_dir: str | os.PathLike | None,
-    timeout_s: float,
-) -> Ranks:
-    """Join (or, without a launcher, start) the ranks and initialize the process group.
-
-    Raises LaunchError when the launcher's ``WORLD_SIZE`` and ``--world-size`` disagree.
-    """
-    launched = launched_rank()
-    if launched is None and world_size == 1:
-        return Ranks()
-    if launched is not None:
-        rank, env_world_size, local_rank, local_world_size = launched
-        if env_world_size != world_size:
-            raise LaunchError(
-                f"--world-size {world_size}, but the launcher started WORLD_SIZE={env_world_size} ranks; "
-                f"pass --world-size {env_world_size}"
-            )
-        if world_size == 1:
-            return Ranks()
-        ranks = Ranks(rank, world_size, local_rank, local_world_size, spawned=bool(os.environ.get("ARCHBENCH_SPAWNED")))
-    else:
-        if device.startswith("cuda") and torch.cuda.device_count() < world_size:
-            raise LaunchError(
-                f"--world-size {world_size} on {device}: this machine has {torch.cuda.device_count()} GPUs; "
-                "start one rank per GPU on each machine with torchrun (see bench/distributed.py)"
-            )
-        ranks = _spawn(world_size, args, cwd, log_dir)
-        ranks.watch_children()
-    ranks.timeout_s = timeout_s
+def _init_group(ranks: Ranks, device: str, timeout_s: float, init_method: str | None = None) -> Ranks:
+    """Initialize the process group: gloo on CPUs (each local rank its share of the cores,
+    unless OMP_NUM_THREADS says otherwise), NCCL on GPUs (rank R on cuda:LOCAL_RANK)."""
     is_cuda = device.startswith("cuda")
     if not is_cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        if "OMP_NUM_THREADS" not in os.environ or ranks.spawned:
+        if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.local_world_size))
     else:
         torch.cuda.set_device(ranks.local_rank)
     torch.distributed.init_process_group(
         "nccl" if is_cuda else "gloo",
+        init_method=init_method,
         rank=ranks.rank,
-        world_size=world_size,
+        world_size=ranks.world_size,
         timeout=datetime.timedelta(seconds=timeout_s),
     )
     return ranks
 
 
-def _spawn(world_size: int, args: Sequence[str], cwd, log_dir) -> Ranks:
-    """Become rank 0 of ``world_size`` local ranks; start the others as pytest subprocesses."""
-    threads = max(1, (os.cpu_count() or 1) // world_size)
-    common = {
-        "WORLD_SIZE": str(world_size),
-        "LOCAL_WORLD_SIZE": str(world_size),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "ARCHBENCH_SPAWNED": "1",
-    }
-    os.environ.update(common | {"RANK": "0", "LOCAL_RANK": "0"})
-    log_root = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="archbench-ranks-"))
-    log_root.mkdir(parents=True, exist_ok=True)
-    ranks = Ranks(0, world_size, 0, world_size, spawned=True)
-    env_base = dict(os.environ)
-    env_base.setdefault("OMP_NUM_THREADS", str(threads))
-    for r in range(1, world_size):
-        log = log_root / f"rank{r}-{os.getpid()}.log"
-        env = env_base | common | {"RANK": str(r), "LOCAL_RANK": str(r)}
-        with open(log, "w", encoding="utf-8") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pytest", *args],
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        ranks.children.append((r, proc, log))
-    return ranks
+def setup(world_size: int, device: str, timeout_s: float) -> Ranks:
+    """Under a launcher: join its ranks and initialize the process group (SPMD sessions).
+    Without one: a single rank (the supervisor starts a case's ranks itself).
+
+    Raises LaunchError when the launcher's ``WORLD_SIZE`` and ``--world-size`` disagree.
+    """
+    launched = launched_rank()
+    if launched is None:
+        return Ranks()
+    rank, env_world_size, local_rank, local_world_size = launched
+    if env_world_size != world_size:
+        raise LaunchError(
+            f"--world-size {world_size}, but the launcher started WORLD_SIZE={env_world_size} ranks; "
+            f"pass --world-size {env_world_size}"
+        )
+    if world_size == 1:
+        return Ranks()
+    return _init_group(Ranks(rank, world_size, local_rank, local_world_size, timeout_s=timeout_s), device, timeout_s)
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError as e:
-        return f"(cannot read {path}: {e})"
+def init_case_group(rank: int, world_size: int, port: int, device: str, timeout_s: float) -> Ranks:
+    """A case's own process group on this machine (rank ``rank`` of ``world_size``), for a
+    worker the supervisor started. The environment DeepSpeed reads is set too."""
+    env = {"RANK": rank, "WORLD_SIZE": world_size, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": world_size,
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+    os.environ.update({k: str(v) for k, v in env.items()})
+    ranks = Ranks(rank, world_size, rank, world_size, timeout_s=timeout_s)
+    return _init_group(ranks, device, timeout_s, init_method=f"tcp://127.0.0.1:{port}")

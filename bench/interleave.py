@@ -70,9 +70,10 @@ class _Worker:
         from workloads.registry import parse_device
 
         from .distributed import Ranks
-        from .harness import is_oom, timed_step, warm_up
         from .machine import machine_facts
+        from .pipeline import timed_step, warm_up
         from .settings import TIERS
+        from .worker import is_oom
 
         self.close()
         if msg.get("protocol") != PROTOCOL:
@@ -83,8 +84,8 @@ class _Worker:
             var = get_variant(variant)
             device = parse_device(msg["device"])
             var.check(device, 1)
-            if var.phase != "train":
-                raise Unsupported(f"variant {variant}: phase {var.phase}, interleaved timing runs training steps")
+            if "train" not in var.phases:
+                raise Unsupported(f"variant {variant}: no train phase; interleaved timing runs training steps")
             self.case = build_case(family, size, variant, msg["device"], 1, msg.get("batch_size"), None, msg["seed"])
             steady = warm_up(self.case, TIERS[msg["tier"]], Ranks())
             self.step, self.event_times = timed_step(self.case, msg.get("inject_slowdown", 0.0))
@@ -121,7 +122,7 @@ class _Worker:
 
         from reports.metrics import METRICS
 
-        from .harness import measured_info
+        from .pipeline import measured_info
 
         if self.case is None or not self.host_times:
             return {"ok": False, "status": "error", "reason": "finish before any timed window"}
@@ -158,7 +159,7 @@ def worker_main(stdin: TextIO, reply_to: TextIO) -> int:
             try:
                 reply = handler(msg)
             except Exception as e:  # a step that fails mid-session: the driver names it
-                from .harness import is_oom
+                from .worker import is_oom
 
                 reply = {"ok": False, "status": "oom" if is_oom(e) else "error", "reason": repr(e)}
         reply_to.write(json.dumps(reply, default=str) + "\n")
@@ -277,7 +278,8 @@ def window_order(names: Sequence[str], round_index: int) -> list[str]:
 def time_case(sides: Sequence[Side], case: str, args: argparse.Namespace, log: TextIO) -> dict[str, dict[str, Any]]:
     """Build ``case`` on every side, take turns until each has ``args.seconds`` of windows,
     and return each side's record (extra_info and stats, or a not-run record)."""
-    from .harness import not_run_info
+    from .pipeline import not_run_info
+    from .settings import CaseSpec
 
     family, size, variant = case.split("-", 2)
     records: dict[str, dict[str, Any]] = {}
@@ -300,7 +302,7 @@ def time_case(sides: Sequence[Side], case: str, args: argparse.Namespace, log: T
             steady[side.name] = reply["steady_step_s"]
             built.append(side)
         else:
-            info = not_run_info(family, size, variant, args.device, 1, reply["status"], reply["reason"])
+            info = not_run_info(CaseSpec(family, size, variant), args.device, 1, reply["status"], reply["reason"])
             records[side.name] = {"extra_info": info, "stats": None}
             log.write(f"{case}: side {side.name} {reply['status']}: {reply['reason']}\n")
     names = [side.name for side in built]
@@ -337,7 +339,8 @@ def time_case(sides: Sequence[Side], case: str, args: argparse.Namespace, log: T
 
 def run_session(args: argparse.Namespace, log: TextIO = sys.stderr) -> dict[str, Path]:
     """Time every case on every side; returns each side's results file."""
-    from workloads.base import SIZE_ORDER, check_choice
+    from reports.schema import SIZE_ORDER
+    from workloads.base import check_choice
 
     from .results import ResultsStream
     from .settings import BASE_VARIANTS, FAMILY_NAMES, TIERS

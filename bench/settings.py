@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 
-from workloads.base import SIZE_ORDER, check_choice
+from reports.schema import FAMILY_ORDER, SIZE_ORDER, case_id
+from workloads.base import check_choice
 
-FAMILY_NAMES = ("dense", "cnn", "transformer")
+FAMILY_NAMES = FAMILY_ORDER
 BASE_VARIANTS = ("fp32", "amp-bf16", "amp-fp16")
+
+
+class CaseSpec(NamedTuple):
+    """One case of the matrix, before it is built."""
+
+    family: str
+    size: str
+    variant: str
+    phase: str = "train"
+
+    @property
+    def id(self) -> str:
+        return case_id(self.family, self.size, self.variant, self.phase)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +36,8 @@ class Tier:
     min_rounds: int
     max_rounds: int
     round_budget_s: float  # timed rounds fill about this much time, within min/max
-    case_timeout_s: float  # default for --case-timeout
+    case_timeout_s: float  # default for --case-timeout (and the watchdog's limit)
+    phases: tuple[str, ...] = ("train",)
 
 
 TIERS: dict[str, Tier] = {
@@ -75,6 +91,7 @@ def split_list(option: str, value: str | None, allowed: tuple[str, ...]) -> tupl
 class Settings:
     tier: str = "smoke"
     families: tuple[str, ...] | None = None
+    phases: tuple[str, ...] | None = None
     sizes: tuple[str, ...] | None = None
     variants: tuple[str, ...] | None = None
     device: str = "cpu"
@@ -115,13 +132,19 @@ class Settings:
     def timeout_s(self) -> float:
         return self.case_timeout_s if self.case_timeout_s is not None else self.tier_spec.case_timeout_s
 
-    def matrix(self) -> list[tuple[str, str, str]]:
-        """(family, size, variant) of every case: the tier's, narrowed or replaced by options."""
+    def matrix(self, variant_phases: dict[str, tuple[str, ...]]) -> list[CaseSpec]:
+        """Every case: the tier's families, sizes, phases and variants, narrowed or replaced by
+        options; a variant runs in the phases it has (``variant_phases``: name -> phases)."""
         tier = self.tier_spec
+        phases = self.phases or tier.phases
+        variants = self.variants or tier.variants
+        if self.variants and not any(p in variant_phases[v] for v in variants for p in phases):
+            have = "; ".join(f"{v}: {', '.join(variant_phases[v])}" for v in variants)
+            raise ValueError(f"--variant {','.join(variants)} runs in none of the phases {','.join(phases)} ({have})")
         cases = []
         for family in self.families or FAMILY_NAMES:
             sizes = self.sizes or tier.sizes[family]
             for size in sorted(sizes, key=SIZE_ORDER.index):
-                for variant in self.variants or tier.variants:
-                    cases.append((family, size, variant))
+                for phase in phases:
+                    cases += [CaseSpec(family, size, v, phase) for v in variants if phase in variant_phases[v]]
         return cases

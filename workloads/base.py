@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-SIZE_ORDER: tuple[str, ...] = ("xs", "s", "m", "l", "xl")
+from reports.schema import PHASES
+
 # Nominal parameter counts the size tables aim at (each family within 30%).
 NOMINAL_PARAMS: dict[str, int] = {
     "xs": 100_000,
@@ -32,6 +33,11 @@ def check_choice(what: str, value: Any, allowed: Sequence[Any]) -> None:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def linear_infer_flops(dims: Sequence[tuple[int, int]]) -> int:
+    """Forward FLOPs of a chain of matmuls ``(in, out)`` per row."""
+    return sum(2 * d_in * d_out for d_in, d_out in dims)
 
 
 def linear_train_flops(dims: Sequence[tuple[int, int]], first_needs_input_grad: bool) -> int:
@@ -108,6 +114,15 @@ class Workload:
     def train_flops_per_sample(self) -> int:
         """Analytic FLOPs of forward + backward for one sample of the throughput batch."""
         raise NotImplementedError
+
+    def infer_flops_per_sample(self) -> int:
+        """Analytic FLOPs of a forward pass for one sample of the throughput batch."""
+        raise NotImplementedError
+
+    def flops_per_sample(self, phase: str) -> int:
+        """The analytic FLOPs per sample of ``phase`` (train: forward + backward; infer: forward)."""
+        check_choice("phase", phase, PHASES)
+        return self.train_flops_per_sample() if phase == "train" else self.infer_flops_per_sample()
 
     def task_train_flops_per_sample(self) -> int:
         """Analytic FLOPs of forward + backward for one sample of the accuracy task."""

@@ -13,7 +13,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .base import FamilyConfig, Workload, linear_train_flops
+from .base import FamilyConfig, Workload, linear_infer_flops, linear_train_flops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +106,8 @@ class CNN(Workload):
             mm = 2 * c_in * c_out * k2 * hw * hw
             total += 3 * mm if i else 2 * mm  # the first conv computes no input gradient
         return total + linear_train_flops(self.cfg.fc_dims(), first_needs_input_grad=True)
+
+    def infer_flops_per_sample(self) -> int:
+        k2 = self.cfg.kernel**2
+        convs = sum(2 * c_in * c_out * k2 * hw * hw for c_in, c_out, hw, _ in self.cfg.conv_shapes())
+        return convs + linear_infer_flops(self.cfg.fc_dims())

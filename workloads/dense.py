@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .base import FamilyConfig, Workload, linear_train_flops
+from .base import FamilyConfig, Workload, linear_infer_flops, linear_train_flops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,3 +68,6 @@ class Dense(Workload):
 
     def train_flops_per_sample(self) -> int:
         return linear_train_flops(self.cfg.layer_dims(), first_needs_input_grad=False)
+
+    def infer_flops_per_sample(self) -> int:
+        return linear_infer_flops(self.cfg.layer_dims())

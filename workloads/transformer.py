@@ -133,6 +133,11 @@ class Transformer(Workload):
         per_token = 6 * c.matmul_params() + 12 * c.n_layer * c.d_model * c.seq_len
         return per_token * c.seq_len
 
+    def infer_flops_per_sample(self) -> int:
+        """The forward third of the training count: 2N + 4*L*d*T per token, times seq_len."""
+        c = self.cfg
+        return (2 * c.matmul_params() + 4 * c.n_layer * c.d_model * c.seq_len) * c.seq_len
+
     def task_train_flops_per_sample(self) -> int:
         """A digit is 16 tokens (``encode_images``): the same count at that sequence length."""
         return Transformer(dataclasses.replace(self.cfg, seq_len=16)).train_flops_per_sample()

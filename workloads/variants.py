@@ -1,28 +1,60 @@
-"""Training variants: each wraps the stages of a plain step (autocast around the forward,
-a scaler around backward and the optimizer step, DDP or a DeepSpeed engine around the model)
-instead of rewriting the model.
+"""Variants: named ways to run a case. A variant builds what the harness runs, a
+:class:`Runnable`: its timed step (a training step, or a forward pass for an inference
+variant), its model and state sizes, its own result fields, and its quality on real data.
 
-A variant builds a ``Trainer`` for a model and a loss. Spellings: ``fp32``, ``amp-bf16``,
-``amp-fp16``; DeepSpeed stages and their compositions live in ``workloads.zero`` and register
-themselves in ``VARIANTS`` (``zero1``, ``zero2+bf16`` ...).
+Training variants wrap the stages of a plain step (autocast around the forward, a scaler
+around backward and the optimizer step, DDP or a DeepSpeed engine around the model) instead of
+rewriting the model: they implement :meth:`TrainVariant.trainer`. Inference variants transform a
+model (:class:`InferVariant`). A new variant is one file with its class and one line in
+``workloads.registry.VARIANTS``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from . import accuracy
 from .base import Unsupported
+from .context import CaseContext
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class Runnable(Protocol):
+    """What a variant hands the harness for one case."""
+
+    def step(self) -> None:
+        """One timed unit of work on the case's fixed batch; the harness syncs the device after it."""
+
+    def params(self) -> int:
+        """Parameters of the model the step runs (a compressed model counts its own)."""
+
+    def flops_per_sample(self) -> float | None:
+        """FLOPs the step really does per sample where it differs from the family's analytic
+        count (a pruned model), else None."""
+
+    def model_state_bytes(self) -> int | None:
+        """Parameters, gradients and optimizer state held by this rank (None: not applicable)."""
+
+    def model_bytes(self) -> int:
+        """Bytes of the model as saved."""
+
+    def extra_info(self) -> dict[str, Any]:
+        """The variant's own result fields, with an ``absent`` dict for the ones it could not measure."""
+
+    def accuracy(self) -> dict[str, Any]:
+        """Quality on the real-data task: the accuracy fields of the schema."""
+
+    def close(self) -> None: ...
+
+
 class Trainer(Protocol):
-    """What a variant hands the harness: one training step, inference, and its state size."""
+    """A training variant's step machinery around one model."""
 
     model: nn.Module
 
@@ -58,6 +90,31 @@ def tensor_bytes(tensors, seen: set[int] | None = None) -> int:
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer):
     for state in optimizer.state.values():
         yield from (v for v in state.values() if isinstance(v, torch.Tensor))
+
+
+class Variant:
+    """A named way to run a case: refuses what the device cannot run, builds the Runnable."""
+
+    name: str = ""
+    phases: tuple[str, ...] = ("train",)  # the phases it can run; a case runs one of them
+    compute_dtype: torch.dtype = torch.float32
+    # modules a worker process may import before the case starts (heavy, side-effect free)
+    preload: tuple[str, ...] = ()
+
+    def check(self, device: torch.device, world_size: int) -> None:
+        """Raise Unsupported with the reason when this variant cannot run here."""
+
+    def build(self, ctx: CaseContext) -> Runnable:
+        """What the harness runs for ``ctx`` (``ctx.phase`` is one of ``phases``)."""
+        raise NotImplementedError
+
+    def predicted_state_bytes(self, n_params: int, world_size: int) -> int | None:
+        """The model-state bytes the variant should hold per rank (None when no formula)."""
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# training
 
 
 class TorchTrainer:
@@ -127,25 +184,66 @@ class TorchTrainer:
         self.optimizer.state.clear()
 
 
-class Variant:
-    """A named way to train: refuses what the device cannot run, builds the Trainer."""
+class TrainStep:
+    """The Runnable of a training variant: one optimizer step on the fixed batch per ``step``."""
 
-    name: str = ""
-    phase: str = "train"
-    compute_dtype: torch.dtype = torch.float32
+    def __init__(self, variant: TrainVariant, ctx: CaseContext):
+        self.variant, self.ctx = variant, ctx
+        w = ctx.workload
+        torch.manual_seed(ctx.seed)
+        model = w.build_model()
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.trainer = variant.trainer(model, w.loss, w.lr, ctx.device, ctx.world_size)
+        self.batch = w.synthetic_batch(ctx.batch_size, ctx.device, torch.Generator().manual_seed(ctx.seed))
 
-    def check(self, device: torch.device, world_size: int) -> None:
-        """Raise Unsupported with the reason when this variant cannot run here."""
+    def step(self) -> None:
+        self.trainer.train_step(*self.batch)
+
+    def params(self) -> int:
+        return self.n_params
+
+    def flops_per_sample(self) -> float | None:
+        return None
+
+    def model_state_bytes(self) -> int | None:
+        return self.trainer.model_state_bytes()
+
+    def model_bytes(self) -> int:
+        own = getattr(self.trainer, "model_bytes", None)  # ZeRO-3 holds only partitions: it counts itself
+        if own is not None:
+            return own()
+        return tensor_bytes(self.trainer.model.state_dict().values())
+
+    def extra_info(self) -> dict[str, Any]:
+        own = getattr(self.trainer, "extra_info", None)  # variant keys (ZeRO: paper formula ...)
+        return own() if own is not None else {}
+
+    def accuracy(self) -> dict[str, Any]:
+        """A fresh, seeded model trained with this variant on the real-data task."""
+        w, ctx = self.ctx.workload, self.ctx
+
+        def make_trainer(model: nn.Module) -> Trainer:
+            return self.variant.trainer(model, w.task_loss, w.accuracy_lr, ctx.device, ctx.world_size)
+
+        return accuracy.train_and_evaluate(ctx, make_trainer)
+
+    def close(self) -> None:
+        self.trainer.close()
+
+
+class TrainVariant(Variant):
+    """A training variant: builds a Trainer; the harness times one optimizer step."""
+
+    phases = ("train",)
 
     def trainer(self, model: nn.Module, loss_fn: LossFn, lr: float, device: torch.device, world_size: int) -> Trainer:
         raise NotImplementedError
 
-    def predicted_state_bytes(self, n_params: int, world_size: int) -> int | None:
-        """The model-state bytes the variant should hold per rank (None when no formula)."""
-        return None
+    def build(self, ctx: CaseContext) -> Runnable:
+        return TrainStep(self, ctx)
 
 
-class FP32(Variant):
+class FP32(TrainVariant):
     name = "fp32"
 
     def trainer(self, model, loss_fn, lr, device, world_size):
@@ -155,7 +253,7 @@ class FP32(Variant):
         return 16 * n_params  # fp32 params, grads, Adam m and v: 4 + 4 + 8 bytes, all replicated
 
 
-class AMP(Variant):
+class AMP(TrainVariant):
     """Autocast around the forward; fp16 adds a GradScaler around backward and step."""
 
     def __init__(self, dtype: torch.dtype):
@@ -185,8 +283,64 @@ class AMP(Variant):
         return 16 * n_params  # autocast keeps fp32 weights, grads and Adam state
 
 
-VARIANTS: dict[str, Callable[[], Variant]] = {
-    "fp32": FP32,
-    "amp-bf16": lambda: AMP(torch.bfloat16),
-    "amp-fp16": lambda: AMP(torch.float16),
-}
+# ------------------------------------------------------------------------------------------
+# inference
+
+
+class ForwardStep:
+    """The Runnable of an inference variant: one forward pass of ``model`` on the fixed batch
+    under ``torch.inference_mode`` per ``step``."""
+
+    def __init__(self, ctx: CaseContext, model: Callable[[torch.Tensor], torch.Tensor], module: nn.Module):
+        self.ctx, self.model, self.module = ctx, model, module
+        gen = torch.Generator().manual_seed(ctx.seed)
+        self.inputs, _ = ctx.workload.synthetic_batch(ctx.batch_size, ctx.device, gen)
+        self.info: dict[str, Any] = {}
+
+    def step(self) -> None:
+        with torch.inference_mode():
+            self.model(self.inputs)
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def flops_per_sample(self) -> float | None:
+        return None
+
+    def model_state_bytes(self) -> int | None:
+        return None  # no training state: absent
+
+    def model_bytes(self) -> int:
+        return tensor_bytes([*self.module.parameters(), *self.module.buffers()])
+
+    def extra_info(self) -> dict[str, Any]:
+        return dict(self.info)
+
+    def accuracy(self) -> dict[str, Any]:
+        def predict(inputs: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.model(inputs)
+
+        return accuracy.evaluate(self.ctx, predict)
+
+    def close(self) -> None:
+        self.model = self.module = None  # type: ignore[assignment]
+
+
+class InferVariant(Variant):
+    """An inference variant: a model for the case (``model``), transformed by ``prepare``; the
+    harness times one forward pass. Subclasses override ``model`` and ``prepare``."""
+
+    phases = ("infer",)
+
+    def model(self, ctx: CaseContext) -> nn.Module:
+        """The model to transform (a fresh seeded one by default)."""
+        torch.manual_seed(ctx.seed)
+        return ctx.workload.build_model().to(ctx.device).eval()
+
+    def prepare(self, ctx: CaseContext, model: nn.Module) -> nn.Module:
+        return model
+
+    def build(self, ctx: CaseContext) -> Runnable:
+        module = self.prepare(ctx, self.model(ctx))
+        return ForwardStep(ctx, module, module)

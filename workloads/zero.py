@@ -3,8 +3,9 @@
 Spelling: ``zero1``, ``zero2``, ``zero3`` and ``zero3-offload`` train in fp32 (fp32 parameters,
 gradients and AdamW state, like ``fp32``); a ``+bf16`` or ``+fp16`` suffix turns on DeepSpeed's
 mixed precision (16-bit parameters and gradients, fp32 master weights and AdamW state: the
-ZeRO paper's setting), e.g. ``zero2+bf16``. ``import deepspeed`` happens only when a variant
-is checked or built, so a machine without it lists the variants and skips them with the reason.
+ZeRO paper's setting), e.g. ``zero2+bf16``; ``ZERO_VARIANTS`` holds every spelling for the
+registry. ``import deepspeed`` happens only when a variant is checked or built, so a machine
+without it lists the variants and skips them with the reason.
 
 Measured model state (``DeepSpeedTrainer.model_state_bytes``) is counted from the engine's own
 tensors, deduplicated by storage: parameters (the flat parameter buffer of stages 1 and 2, the
@@ -39,6 +40,7 @@ Predictions, Ψ parameters, N ranks, b bytes per parameter and gradient in the c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -47,7 +49,7 @@ import torch
 from torch import nn
 
 from .base import Unsupported
-from .variants import VARIANTS, LossFn, Variant, tensor_bytes
+from .variants import LossFn, TrainVariant, tensor_bytes
 
 STAGES: dict[str, tuple[int, bool]] = {  # name -> (ZeRO stage, offload to CPU memory)
     "zero1": (1, False),
@@ -405,8 +407,10 @@ class DeepSpeedTrainer:
 # The variants
 
 
-class Zero(Variant):
+class Zero(TrainVariant):
     """ZeRO stage ``stage`` through DeepSpeed, in fp32 or with 16-bit mixed precision."""
+
+    preload = ("deepspeed",)
 
     def __init__(self, base: str, precision: str = ""):
         if base not in STAGES or precision not in PRECISIONS:
@@ -471,6 +475,5 @@ class Zero(Variant):
         return gpu + (cpu // local_world_size if self.offload else 0)
 
 
-for _base in STAGES:
-    for _precision in PRECISIONS:
-        VARIANTS[_base + _precision] = lambda b=_base, p=_precision: Zero(b, p)
+# every stage in fp32 and with each 16-bit precision: ``zero1`` ... ``zero3-offload+fp16``
+ZERO_VARIANTS = {b + p: functools.partial(Zero, b, p) for b in STAGES for p in PRECISIONS}
