@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from .proc import peak_rss, reset_peak_rss
+
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE")
 
 
@@ -74,32 +76,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:
         pass
-
-
-# ------------------------------------------------------------------------------------------
-# This rank's own peak memory (the process-tree sampler of rank 0 also sees spawned ranks)
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (Linux ``clear_refs``); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int | None:
-    """This process's RSS high-water mark (``VmHWM``) in bytes, or None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 # ------------------------------------------------------------------------------------------
