@@ -21,7 +21,6 @@ from tests.fake_pynvml import (
     NVML_ERROR_LIBRARY_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     FakeGPU,
-    FakeNVML,
 )
 
 MB = 2**20
@@ -53,15 +52,6 @@ def _hwm_resettable() -> bool:
         return True
     except OSError:
         return False
-
-
-@pytest.fixture
-def no_rapl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Point the sampler at an empty powercap tree."""
-    root = tmp_path / "powercap"
-    root.mkdir()
-    monkeypatch.setattr(telemetry, "RAPL_ROOT", str(root))
-    return root
 
 
 # --------------------------------------------------------------------------------------
@@ -153,7 +143,7 @@ def test_samples_delivered_near_requested_at_10ms() -> None:
 @pytest.mark.parametrize("timerfd", [True, False], ids=["timerfd", "lock-wait"])
 def test_wakeup_paths_deliver_and_stop_promptly(timerfd: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not timerfd:
-        monkeypatch.setattr(telemetry, "_periodic_timerfd", lambda t0, interval_s: None)
+        monkeypatch.setattr(telemetry.sampler, "_periodic_timerfd", lambda t0, interval_s: None)
     with Sampler("cpu", interval_s=0.01) as sampler:
         time.sleep(0.3)
     assert sampler.result.n_samples >= 0.9 * sampler.result.requested_samples
@@ -283,20 +273,6 @@ def test_bad_arguments_are_refused(kwargs: dict) -> None:
 
 # --------------------------------------------------------------------------------------
 # NVML path, through the fake
-
-
-@pytest.fixture
-def fake_nvml(monkeypatch: pytest.MonkeyPatch, no_rapl: Path):
-    """Install a FakeNVML factory at the pynvml import boundary; no CUDA in torch."""
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-    def install(*gpus: FakeGPU, init_error: int | None = None) -> FakeNVML:
-        fake = FakeNVML(list(gpus) or [FakeGPU()], init_error=init_error)
-        monkeypatch.setitem(sys.modules, "pynvml", fake)
-        return fake
-
-    return install
 
 
 def test_nvml_units_and_energy_from_counter(fake_nvml) -> None:
