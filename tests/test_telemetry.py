@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bench import telemetry
-from bench.telemetry import Sampler, TelemetryResult, decode_throttle_reasons
+from bench.telemetry import Contention, Sampler, TelemetryResult, decode_throttle_reasons
 from tests.fake_pynvml import (
     NVML_ERROR_FUNCTION_NOT_FOUND,
     NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -37,6 +37,7 @@ EXTRA_INFO_KEYS = {
     "gpu_telemetry",
     "telemetry_samples",
     "telemetry_requested_samples",
+    "contention",
     "absent",
 }
 
@@ -256,6 +257,7 @@ def test_to_extra_info_divides_energy_by_samples() -> None:
         energy_reason=None,
         util_pct=100.0,
         series={"t": [], "mem_bytes": [], "power_w": [], "util_pct": []},
+        contention=Contention(foreign_cores=0.0, steal_pct=0.0, reason=None),
     )
     info = result.to_extra_info(samples=5)
     assert set(info) == EXTRA_INFO_KEYS

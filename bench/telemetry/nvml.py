@@ -80,6 +80,10 @@ class NvmlGpu:
             if hasattr(nvml, name)
         ]
         self.matched_process = False
+        # contention: pids NVML listed that are not the session's, and whether it listed any
+        # of the session's (if not, its pids may be of another PID namespace)
+        self.foreign_pids: set[int] = set()
+        self.session_listed = False
 
     def _call(self, key: str, fn: Any, *args: Any) -> Any:
         if key in self.reasons:
@@ -111,9 +115,10 @@ class NvmlGpu:
         self.reasons.setdefault("throttle_reasons", "no clocks-event reasons query in pynvml")
         return None
 
-    def sample(self, pids: set[int]) -> tuple[float, float, float]:
+    def sample(self, pids: set[int], session_pids: set[int]) -> tuple[float, float, float]:
         """(memory used bytes, power W, GPU util %) for the series, NaN where unread; and
-        the window's peaks and maxima are updated."""
+        the window's peaks and maxima are updated. ``pids``: the process tree whose GPU
+        memory counts; ``session_pids``: the session's tree, for foreign processes."""
         nvml = self.nvml
         mem_used = power = util = math.nan
         info = self._call("nvml_mem_used_bytes", nvml.nvmlDeviceGetMemoryInfo)
@@ -123,6 +128,7 @@ class NvmlGpu:
                 self.peak_mem_used = info.used
         procs = self._call("process_mem_bytes", nvml.nvmlDeviceGetComputeRunningProcesses)
         if procs is not None:
+            self._note_foreign(procs, session_pids)
             ours = [p.usedGpuMemory for p in procs if p.pid in pids]
             if ours:
                 self.matched_process = True
@@ -145,6 +151,12 @@ class NvmlGpu:
         if mask is not None:
             self.throttle_mask = (self.throttle_mask or 0) | mask
         return mem_used, power, util
+
+    def _note_foreign(self, procs: list[Any], session_pids: set[int]) -> None:
+        listed = {p.pid for p in procs}
+        if not self.session_listed and not listed.isdisjoint(session_pids):
+            self.session_listed = True
+        self.foreign_pids |= listed - session_pids
 
     def extras(self) -> dict[str, Any]:
         absent = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .contention import Contention
+
 
 @dataclass
 class TelemetryResult:
@@ -25,6 +27,7 @@ class TelemetryResult:
     gpu: dict[str, dict[str, Any]] = field(default_factory=dict)  # NVML index -> extras
     absent: dict[str, str] = field(default_factory=dict)  # field name -> reason
     sampler_cpu_s: float | None = None  # CPU time the sampling thread itself used
+    contention: Contention = field(default_factory=Contention)  # other work on the machine
 
     def to_extra_info(self, samples: int) -> dict[str, Any]:
         """The ``archbench/1`` schema keys this result fills, for ``samples`` samples
@@ -33,6 +36,8 @@ class TelemetryResult:
             raise ValueError(f"samples must be positive, got {samples}")
         energy_per_sample = samples_per_j = None
         absent = {k: v for k, v in self.absent.items() if k in ("peak_mem_bytes", "power_w")}
+        if self.contention.reason is not None:
+            absent["contention"] = self.contention.reason
         if self.energy_j is not None and self.energy_j > 0:
             energy_per_sample = self.energy_j / samples
             samples_per_j = samples / self.energy_j
@@ -52,5 +57,6 @@ class TelemetryResult:
             "telemetry_samples": self.n_samples,
             "telemetry_requested_samples": self.requested_samples,
             "telemetry": self.series,
+            "contention": self.contention.to_dict(),
             "absent": absent,
         }

@@ -13,6 +13,7 @@ from array import array
 from typing import Any
 
 from ..proc import peak_rss, reset_peak_rss
+from .contention import Contention, ContentionProbe
 from .cpu import ProcessTree
 from .nvml import MIN_ENERGY_COUNTER_WINDOW_S, NvmlGpu, init_nvml, nvml_targets
 from .rapl import Rapl
@@ -76,7 +77,10 @@ class Sampler:
 
     ``device``: "cpu", "cuda" or "cuda:N". ``gpu_indices``: NVML indices of the GPUs the run
     uses (default: the device's GPU). ``root_pid``: root of the process tree whose memory and
-    CPU count (default: this process). ``max_points``: length limit of ``result.series``.
+    CPU count (default: this process). ``session_root``: root of the session's process tree,
+    whose CPU time and GPU processes are the benchmark's own for ``result.contention``
+    (default: this process; pass the pytest supervisor's pid so that it, the worker and the
+    ranks all count as own). ``max_points``: length limit of ``result.series``.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Sampler:
         max_points: int = 200,
         gpu_indices: list[int] | None = None,
         root_pid: int | None = None,
+        session_root: int | None = None,
     ) -> None:
         kind = device.split(":", 1)[0]
         if kind not in ("cpu", "cuda") or (":" in device and (kind != "cuda" or not device.split(":", 1)[1].isdigit())):
@@ -99,6 +104,7 @@ class Sampler:
         self.max_points = max_points
         self.gpu_indices = gpu_indices
         self.root_pid = os.getpid() if root_pid is None else root_pid
+        self.session_root = os.getpid() if session_root is None else session_root
         self.is_cuda = kind == "cuda"
         self.result: TelemetryResult
 
@@ -138,6 +144,8 @@ class Sampler:
         self._stop.acquire()
         self._stopping = False
         self._tick_lock = threading.Lock()  # the thread's ticks vs the closing reading
+        self._contention = ContentionProbe(self.session_root, gpu=self.is_cuda)
+        self._contention.start()
         self._t0 = time.perf_counter()
         self._timerfd = _periodic_timerfd(self._t0, self.interval_s)
         self._energy_start = [g.energy_mj() for g in self._gpus]
@@ -157,6 +165,7 @@ class Sampler:
             self._tick(time.perf_counter())
             energy_end = [g.energy_mj() for g in self._gpus]
             self._stopping = True
+            contention = self._contention.finish(self._gpus, self._nvml_reason)
         if self._timerfd is not None:
             try:  # fire now, so the thread sees the flag without waiting for its next tick
                 _timerfd_settime(self._timerfd, 0, 1e-9, 0.0)
@@ -173,7 +182,7 @@ class Sampler:
                 stacklevel=2,
             )
         try:
-            self.result = self._finish(t_exit - self._t0, energy_end)
+            self.result = self._finish(t_exit - self._t0, energy_end, contention)
         finally:
             self._tree.close()
             if self._rapl is not None:
@@ -211,15 +220,21 @@ class Sampler:
             self._gpus.clear()
             self._nvml_reason = "NVML handle unavailable for " + "; ".join(failures)
 
+    def _refresh(self, now: float) -> None:
+        """Refresh the process tree's members, and the session's (the same when it has the
+        same root)."""
+        self._tree.refresh(now)
+        self._contention.refresh(self._tree.pids if self.session_root == self.root_pid else None)
+
     def _tick_gpu(self, now: float) -> None:
         """Take one NVML reading of every GPU (enter, sampler thread, exit: one at a time)."""
         tree = self._tree
         if now >= tree.next_refresh:
-            tree.refresh(now)
+            self._refresh(now)
         mem = power = 0.0
         util_sum, util_n = 0.0, 0
         for gpu in self._gpus:
-            g_mem, g_power, g_util = gpu.sample(tree.pids)
+            g_mem, g_power, g_util = gpu.sample(tree.pids, self._contention.pids)
             mem += g_mem  # NaN if any GPU is unread: a partial sum would mislead
             power += g_power
             if g_util == g_util:
@@ -236,7 +251,7 @@ class Sampler:
         if not self.is_cuda:  # on a GPU without NVML, host RSS and CPU % would mislead
             tree = self._tree
             if now >= tree.next_refresh:
-                tree.refresh(now)
+                self._refresh(now)
             mem, cpu_s = tree.read()
             if dt > 0:
                 util = cpu_s / dt * 100.0
@@ -277,7 +292,7 @@ class Sampler:
 
     # -- result ---------------------------------------------------------------------
 
-    def _finish(self, duration: float, energy_end: list[int | None]) -> TelemetryResult:
+    def _finish(self, duration: float, energy_end: list[int | None], contention: Contention) -> TelemetryResult:
         samples = self._samples
         self._t, self._mem, self._power, self._util = (samples[i::4] for i in range(4))
         reasons = self._reasons
@@ -302,6 +317,8 @@ class Sampler:
         util = self._mean_util()
         if util is None:
             reasons["util_pct"] = self._util_absent_reason()
+        if contention.reason is not None:
+            reasons["contention"] = contention.reason
 
         columns = {
             "mem_bytes": (self._mem, "max"),
@@ -323,6 +340,7 @@ class Sampler:
             gpu={g.label: g.extras() for g in self._gpus},
             absent=reasons,
             sampler_cpu_s=self._sampler_cpu_s,
+            contention=contention,
         )
 
     def _cpu_peak_mem(self) -> int:
