@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .proc import peak_rss, reset_peak_rss
+
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE")
 
 
@@ -57,32 +59,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# ------------------------------------------------------------------------------------------
-# This rank's own peak memory (the process-tree sampler of rank 0 also sees spawned ranks)
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (Linux ``clear_refs``); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int | None:
-    """This process's RSS high-water mark (``VmHWM``) in bytes, or None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 # ------------------------------------------------------------------------------------------

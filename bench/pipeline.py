@@ -263,7 +263,7 @@ def time_case(req: CaseRequest, case, rounds: int, ranks: Ranks):
     s = req.settings
     step, event_times = timed_step(case, s.inject_slowdown)
     step, own_times = ranks.lockstep(with_fault(step, req.fault, case.device))  # distributed: a barrier ends each
-    with Sampler(s.device, interval_s=s.telemetry_interval_s) as sampler:
+    with Sampler(s.device, interval_s=s.telemetry_interval_s, session_root=req.session_root or None) as sampler:
         host_times = time_rounds(step, rounds, req.timer, req.disable_gc)
     times = event_times or host_times
     if ranks.active:  # distributed: each round's slowest rank

@@ -28,7 +28,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from reports.schema import FAILED_STATUSES
 
+from .distributed import free_port
 from .pipeline import CaseRequest, Outcome, request_not_run, run_case
 from .proc import all_stats, descendants, proc_stat
 
@@ -44,12 +44,6 @@ TRACK_INTERVAL_S = 0.5  # how often a running case's process tree is recorded
 EXIT_GRACE_S = 10.0  # how long the other ranks may take to exit once rank 0 has reported
 LOG_TAIL_LINES = 5
 BASE_PRELOAD = ("torch", "workloads", "bench.pipeline", "sklearn.datasets", "sklearn.model_selection")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def set_subreaper(on: bool) -> bool:

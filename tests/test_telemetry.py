@@ -15,13 +15,12 @@ import pytest
 import torch
 
 from bench import telemetry
-from bench.telemetry import Sampler, TelemetryResult, decode_throttle_reasons
+from bench.telemetry import Contention, Sampler, TelemetryResult, decode_throttle_reasons
 from tests.fake_pynvml import (
     NVML_ERROR_FUNCTION_NOT_FOUND,
     NVML_ERROR_LIBRARY_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     FakeGPU,
-    FakeNVML,
 )
 
 MB = 2**20
@@ -38,6 +37,7 @@ EXTRA_INFO_KEYS = {
     "gpu_telemetry",
     "telemetry_samples",
     "telemetry_requested_samples",
+    "contention",
     "absent",
 }
 
@@ -53,15 +53,6 @@ def _hwm_resettable() -> bool:
         return True
     except OSError:
         return False
-
-
-@pytest.fixture
-def no_rapl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Point the sampler at an empty powercap tree."""
-    root = tmp_path / "powercap"
-    root.mkdir()
-    monkeypatch.setattr(telemetry, "RAPL_ROOT", str(root))
-    return root
 
 
 # --------------------------------------------------------------------------------------
@@ -153,7 +144,7 @@ def test_samples_delivered_near_requested_at_10ms() -> None:
 @pytest.mark.parametrize("timerfd", [True, False], ids=["timerfd", "lock-wait"])
 def test_wakeup_paths_deliver_and_stop_promptly(timerfd: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not timerfd:
-        monkeypatch.setattr(telemetry, "_periodic_timerfd", lambda t0, interval_s: None)
+        monkeypatch.setattr(telemetry.sampler, "_periodic_timerfd", lambda t0, interval_s: None)
     with Sampler("cpu", interval_s=0.01) as sampler:
         time.sleep(0.3)
     assert sampler.result.n_samples >= 0.9 * sampler.result.requested_samples
@@ -266,6 +257,7 @@ def test_to_extra_info_divides_energy_by_samples() -> None:
         energy_reason=None,
         util_pct=100.0,
         series={"t": [], "mem_bytes": [], "power_w": [], "util_pct": []},
+        contention=Contention(foreign_cores=0.0, steal_pct=0.0, reason=None),
     )
     info = result.to_extra_info(samples=5)
     assert set(info) == EXTRA_INFO_KEYS
@@ -283,20 +275,6 @@ def test_bad_arguments_are_refused(kwargs: dict) -> None:
 
 # --------------------------------------------------------------------------------------
 # NVML path, through the fake
-
-
-@pytest.fixture
-def fake_nvml(monkeypatch: pytest.MonkeyPatch, no_rapl: Path):
-    """Install a FakeNVML factory at the pynvml import boundary; no CUDA in torch."""
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-    def install(*gpus: FakeGPU, init_error: int | None = None) -> FakeNVML:
-        fake = FakeNVML(list(gpus) or [FakeGPU()], init_error=init_error)
-        monkeypatch.setitem(sys.modules, "pynvml", fake)
-        return fake
-
-    return install
 
 
 def test_nvml_units_and_energy_from_counter(fake_nvml) -> None:
