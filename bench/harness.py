@@ -16,7 +16,8 @@ from workloads.registry import variant_factory
 
 from .distributed import Ranks
 from .machine import machine_facts
-from .pipeline import CaseRequest, Outcome
+from .pipeline import CaseRequest, Outcome, Refused, not_run_info
+from .preflight import preflight
 from .results import ResultsStream
 from .settings import CaseSpec, Settings
 
@@ -47,7 +48,7 @@ class Session:
     def machine_info(self) -> dict:
         return machine_facts(self.settings.device, self.peaks)
 
-    def request(self, spec: CaseSpec, benchmark) -> CaseRequest:
+    def request(self, spec: CaseSpec, benchmark, peak: float | None) -> CaseRequest:
         return CaseRequest(
             settings=self.settings,
             family=spec.family,
@@ -55,13 +56,24 @@ class Session:
             variant=spec.variant,
             phase=spec.phase,
             factory=variant_factory(spec.variant),
-            peaks=dict(self.peaks),
+            peak=peak,
             fault=self.faults.get(spec.id),
             timer=benchmark._timer,  # noqa: SLF001 (pytest-benchmark's --benchmark-timer)
             disable_gc=benchmark._disable_gc,  # noqa: SLF001
             run_once=benchmark.disabled,
             session_root=os.getpid(),
         )
+
+    def run(self, spec: CaseSpec, benchmark) -> Outcome:
+        """The preflight here, then the case where the executor runs it."""
+        s = self.settings
+        try:
+            peak = preflight(spec, s, self.ranks, self.peaks, self.executor.probe)
+        except Refused as e:
+            return Outcome("skipped", not_run_info(spec, s.device, s.world_size, "skipped", str(e), "preflight"))
+        except RuntimeError as e:  # the peak probe failed
+            return Outcome("error", not_run_info(spec, s.device, s.world_size, "error", str(e), "preflight"))
+        return self.executor.run(self.request(spec, benchmark, peak))
 
     def with_reference(self, info: dict) -> dict:
         """``accuracy_reference``/``accuracy_delta`` against fp32 training of the same case
@@ -110,7 +122,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, spec: CaseSpec
     """Run one case; record it; pass, skip or fail the test by its status. Returns extra_info."""
     benchmark.group = f"{spec.family}-{spec.size}"
     benchmark._mode = "benchmark.pedantic(...)"  # noqa: SLF001 (timed in the worker, as pedantic would)
-    outcome: Outcome = session.executor.run(session.request(spec, benchmark))
+    outcome = session.run(spec, benchmark)
     session.peaks.update(outcome.peaks)
     info = session.with_reference(outcome.info)
     stats = None

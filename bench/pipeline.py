@@ -21,16 +21,8 @@ import torch
 from reports.metrics import METRICS
 from reports.schema import SCHEMA
 from workloads import Unsupported
-from workloads.probe import DTYPES as PROBE_DTYPES
 from workloads.probe import matmul_peak_tflops
-from workloads.registry import (
-    VariantFactory,
-    accuracy_flops,
-    build_case,
-    check_case,
-    estimate_case_seconds,
-    parse_device,
-)
+from workloads.registry import VariantFactory, accuracy_flops, build_case
 
 from .distributed import Ranks
 from .faults import with_fault
@@ -50,7 +42,7 @@ class CaseRequest:
     variant: str
     phase: str
     factory: VariantFactory  # the registry's factory itself: a plugin's variant runs in the worker too
-    peaks: dict[str, float] = dataclasses.field(default_factory=dict)  # measured so far this session
+    peak: float | None = None  # the matmul peak of the case's device and compute dtype (MFU)
     fault: str | None = None  # --inject-fault kind for this case
     timer: Callable[[], float] = time.perf_counter  # pytest-benchmark's timer
     disable_gc: bool = False  # --benchmark-disable-gc
@@ -113,42 +105,6 @@ def peak_key(device: torch.device, dtype: torch.dtype) -> str:
 
 # ------------------------------------------------------------------------------------------
 # stages
-
-
-def preflight(req: CaseRequest, ranks: Ranks, peaks: dict[str, float]):
-    """Refuse what cannot run here, or what the measured peak says would outlast the case
-    timeout, before anything is built. Returns the variant, the device and the matmul peak of
-    its compute dtype (None where no probe exists for it, int8 say)."""
-    s = req.settings
-    reason, var, device = None, None, None
-    try:
-        var = req.factory()
-        device = parse_device(s.device)
-        check_case(var, req.phase, device, s.world_size)
-    except Unsupported as e:
-        reason = str(e)
-    reason = ranks.agree(reason)  # distributed: every rank skips together
-    if reason is not None:
-        raise Refused(reason)
-    peak = None
-    if var.compute_dtype in PROBE_DTYPES.values():  # MFU's denominator; the estimate below
-        key = peak_key(device, var.compute_dtype)
-        if key not in peaks:  # rank 0's probe on every rank, so estimate-based skips agree
-            peaks[key] = ranks.broadcast(matmul_peak_tflops(device, var.compute_dtype))
-        peak = peaks[key]
-        tier = s.tier_spec
-        estimate = estimate_case_seconds(
-            req.family, req.size, req.phase, s.batch_size, peak, tier.warmup_rounds + tier.min_rounds
-        )
-        if s.accuracy:
-            estimate += accuracy_flops(req.family, req.size, req.phase) / (peak * 1e12)
-        if estimate > s.timeout_s:
-            raise Refused(
-                f"estimated at least {estimate:.0f}s of compute at the measured "
-                f"{str(var.compute_dtype).removeprefix('torch.')} peak of {peak * 1e3:.3g} GFLOP/s "
-                f"on {s.device}, over --case-timeout {s.timeout_s:g}s"
-            )
-    return var, device, peak
 
 
 def warm_up(case, tier: Tier, ranks: Ranks, step: Callable[[], None] | None = None) -> float:
@@ -365,18 +321,17 @@ def finish_info(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
-    """Run one case; a refusal becomes ``skipped``. Exceptions propagate to the caller, which
-    records them with the stage they happened in."""
-    peaks = dict(req.peaks)
+    """Run one case that passed the preflight (``bench.preflight``); a refusal when it is built,
+    or when its measured warm-up step projects it past the timeout, becomes ``skipped``.
+    Exceptions propagate to the caller, which records them with the stage they happened in."""
+    s, peak = req.settings, req.peak
     try:
-        stage("preflight")
-        var, _, peak = preflight(req, ranks, peaks)
         stage("build")
-        s = req.settings
-        case = build_case(req.family, req.size, var, s.device, s.world_size, s.batch_size, s.data_dir, s.seed,
-                          req.phase)  # fmt: skip
-    except Refused as e:
-        return Outcome("skipped", request_not_run(req, "skipped", str(e), "preflight"), peaks=new_peaks(req, peaks))
+        case = build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
+                          s.seed, req.phase)  # fmt: skip
+    except Unsupported as e:
+        return Outcome("skipped", request_not_run(req, "skipped", str(e), "build"))
+    peaks: dict[str, float] = {}
     try:
         stage("warm-up")
         warm = warm_up(case, s.tier_spec, ranks) if not req.run_once else 0.0
@@ -385,9 +340,8 @@ def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
         times, cuda_events, own_times, telemetry = time_case(req, case, rounds, ranks)
         if peak and case.flops_per_step / statistics.median(times) / 1e12 > peak:
             # the case beat the peak: the probe ran slow (another process, a clock ramping up)
-            peak = peaks[peak_key(case.device, case.compute_dtype)] = max(
-                peak, ranks.broadcast(matmul_peak_tflops(case.device, case.compute_dtype))
-            )
+            peak = max(peak, ranks.broadcast(matmul_peak_tflops(case.device, case.compute_dtype)))
+            peaks[peak_key(case.device, case.compute_dtype)] = peak
         stage("metrics")
         info = assemble(req, case, times, cuda_events, own_times, telemetry, peak, ranks)
         stage("accuracy")
@@ -395,11 +349,7 @@ def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
         info["_reasons"].update(acc.pop("_reasons", {}))
         info.update(acc)
     except Refused as e:
-        return Outcome("skipped", request_not_run(req, "skipped", str(e), "warm-up"), peaks=new_peaks(req, peaks))
+        return Outcome("skipped", request_not_run(req, "skipped", str(e), "warm-up"))
     finally:
         case.close()
-    return Outcome("ok", finish_info(info), times, new_peaks(req, peaks))
-
-
-def new_peaks(req: CaseRequest, peaks: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in peaks.items() if req.peaks.get(k) != v}
+    return Outcome("ok", finish_info(info), times, peaks)

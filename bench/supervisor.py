@@ -43,6 +43,7 @@ PR_SET_CHILD_SUBREAPER = 36
 TRACK_INTERVAL_S = 0.5  # how often a running case's process tree is recorded
 EXIT_GRACE_S = 10.0  # how long the other ranks may take to exit once rank 0 has reported
 LOG_TAIL_LINES = 5
+PROBE_TIMEOUT_S = 300.0
 BASE_PRELOAD = ("torch", "workloads", "bench.pipeline", "sklearn.datasets", "sklearn.model_selection")
 
 
@@ -102,6 +103,11 @@ class Worker:
     outcome: Outcome | None = None
     exited: bool = False
     tracked: dict[int, int] = dataclasses.field(default_factory=dict)  # pid -> starttime of its tree
+    starttime: int | None = None  # the worker's own, in clock ticks after boot
+
+    def __post_init__(self) -> None:
+        st = proc_stat(self.process.pid)
+        self.starttime = st.starttime if st is not None else None
 
     def receive(self, on_stage: Callable[[str], None] | None) -> None:
         """Read what the worker sent; a closed pipe leaves ``outcome`` unset."""
@@ -144,6 +150,29 @@ class Supervisor:
         forkserver.ensure_running()
 
     # -- one case --------------------------------------------------------------------------
+
+    def probe(self, device: str, dtype: str) -> float:
+        """The matmul peak of ``device`` and ``dtype`` (TFLOP/s), measured in a worker process."""
+        from . import worker
+
+        parent, child = self.ctx.Pipe(duplex=False)
+        log = self.log_dir / f"probe-{device.replace(':', '')}-{dtype}.log"
+        proc = self.ctx.Process(target=worker.probe_main, args=(child, device, dtype, log), name="archbench probe")
+        proc.start()
+        child.close()
+        w = Worker(0, proc, parent, log)
+        try:
+            if not parent.poll(PROBE_TIMEOUT_S):
+                raise RuntimeError(f"the matmul probe of {device} {dtype} took over {PROBE_TIMEOUT_S:g}s (log {log})")
+            kind, peak = parent.recv()
+            return float(peak)
+        except (EOFError, OSError):
+            proc.join(5)
+            raise RuntimeError(
+                f"the matmul probe of {device} {dtype} died (exit code {proc.exitcode}); log {log}: {log_tail(log)}"
+            ) from None
+        finally:
+            self._end([w])
 
     def run(self, req: CaseRequest) -> Outcome:
         from . import worker
@@ -239,7 +268,7 @@ class Supervisor:
             self._kill_tree(w)
             w.process.join(5)
             w.conn.close()
-        self._reap_orphans({w.process.pid for w in workers}, {pid for w in workers for pid in w.tracked})
+        self._reap_orphans(workers)
 
     def _kill_tree(self, w: Worker) -> None:
         pid = w.process.pid
@@ -254,11 +283,18 @@ class Supervisor:
             if st is not None and st.starttime == started:
                 kill(child)
 
-    def _reap_orphans(self, sessions: set[int], tracked: set[int]) -> None:
-        """Descendants orphaned during the case were re-parented to this process: kill and reap them."""
-        me = os.getpid()
+    def _reap_orphans(self, workers: list[Worker]) -> None:
+        """Processes orphaned during the case were re-parented to this process (the subreaper):
+        every child of ours that started after the case's first worker and is not the fork
+        server is the case's. Kill and reap them."""
+        me, server = os.getpid(), _forkserver_pid()
+        first = min((w.starttime for w in workers if w.starttime is not None), default=None)
+        tracked = {pid for w in workers for pid in w.tracked}
+        sessions = {w.process.pid for w in workers}
         for st in all_stats():
-            if st.ppid == me and (st.session in sessions or st.pid in tracked):
+            if st.ppid != me or st.pid == server:
+                continue
+            if st.session in sessions or st.pid in tracked or (first is not None and st.starttime >= first):
                 kill(st.pid)
                 try:
                     os.waitpid(st.pid, 0)
@@ -270,14 +306,19 @@ class Supervisor:
         from multiprocessing import forkserver
 
         server = forkserver._forkserver  # noqa: SLF001 (the stdlib has no public stop)
-        pid = getattr(server, "_forkserver_pid", None)
         stop = getattr(server, "_stop", None)
         if stop is not None:
             stop()
-        elif pid:
-            kill(pid)
+        elif _forkserver_pid():
+            kill(_forkserver_pid())
         if self.subreaper:
             set_subreaper(False)
+
+
+def _forkserver_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001
 
 
 class InProcess:
@@ -290,6 +331,13 @@ class InProcess:
 
     def start(self) -> None:
         pass
+
+    def probe(self, device: str, dtype: str) -> float:
+        """The matmul peak of ``device`` and ``dtype``: rank 0's on every rank."""
+        from workloads.probe import DTYPES, matmul_peak_tflops
+        from workloads.registry import parse_device
+
+        return self.ranks.broadcast(matmul_peak_tflops(parse_device(device), DTYPES[dtype]))
 
     def run(self, req: CaseRequest) -> Outcome:
         from .worker import failure_outcome

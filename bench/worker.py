@@ -1,7 +1,7 @@
 """The worker process of one case (one rank of it), started by the supervisor.
 
 It leaves the supervisor's session (``setsid``: the supervisor kills its whole process group),
-names itself ``archbench-case``, writes its output to the case's log file, joins the case's
+names itself ``archbench-case`` (``archbench-probe`` for a peak probe), writes its output to the case's log file, joins the case's
 process group when the case has several ranks, runs the pipeline and sends back, over its
 pipe, the name of each stage as it begins and finally the Outcome. Importing this module is
 what the fork server preloads: torch, the workloads and the pipeline, plus the modules named
@@ -23,7 +23,8 @@ import torch
 from .distributed import Ranks, init_case_group
 from .pipeline import CaseRequest, Outcome, request_not_run, run_case
 
-PROCESS_NAME = b"archbench-case"
+CASE_PROCESS = b"archbench-case"  # what ``ps``/``top`` show for a case's worker
+PROBE_PROCESS = b"archbench-probe"
 PRELOAD_ENV = "ARCHBENCH_PRELOAD"
 PR_SET_NAME = 15
 
@@ -73,9 +74,9 @@ def failure_outcome(req: CaseRequest, exc: BaseException, stage: str) -> Outcome
     return Outcome("error", request_not_run(req, "error", reason, stage))
 
 
-def _name_process() -> None:
+def _name_process(name: bytes) -> None:
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, PROCESS_NAME, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -94,7 +95,7 @@ def _log_to(path: Path) -> None:
 def main(conn: Connection, req: CaseRequest, rank: int, port: int, log: Path) -> None:
     """Entry of the worker process: run rank ``rank`` of the case and send back its Outcome."""
     os.setsid()
-    _name_process()
+    _name_process(CASE_PROCESS)
     _log_to(log)
     current = "starting"
 
@@ -118,4 +119,16 @@ def main(conn: Connection, req: CaseRequest, rank: int, port: int, log: Path) ->
     sys.stderr.flush()
     conn.send(("outcome", outcome))
     ranks.finish()
+    conn.close()
+
+
+def probe_main(conn: Connection, device: str, dtype: str, log: Path) -> None:
+    """Entry of a probe process: the matmul peak of ``device`` and ``dtype`` (TFLOP/s)."""
+    from workloads.probe import DTYPES, matmul_peak_tflops
+    from workloads.registry import parse_device
+
+    os.setsid()
+    _name_process(PROBE_PROCESS)
+    _log_to(log)
+    conn.send(("peak", matmul_peak_tflops(parse_device(device), DTYPES[dtype])))
     conn.close()

@@ -39,7 +39,7 @@ def smoke_run(tmp_path_factory):
     cmd = [
         sys.executable, "-m", "pytest", str(BENCH), "--benchmark-only", "-p", "no:cacheprovider",
         "--family", "dense,transformer", "--size", "xs", "--variant", "fp32,amp-bf16",
-        "--telemetry-interval", "0.01", "--benchmark-json", str(tmp / "out.json"),
+        "--telemetry-interval", "0.01", "--benchmark-json", str(tmp / "out.json"), "--case-timeout", "300",
         "--results-dir", str(tmp / "results"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
@@ -165,34 +165,24 @@ def test_case_timeout_skips_with_the_estimate(pytester):
 
 
 def test_case_timeout_projects_from_the_measured_step(pytester):
-    """The peak-based estimate (~0.03 s) passes; the projection from the warm-up step of the
-    accuracy task at batch 8 (~0.3 s) is over the limit."""
-    result = run_bench(pytester, "--family", "dense", "--size", "xs", "--variant", "fp32", "--batch-size", "8",
-                       "--case-timeout", "0.15", "--results-dir", "", "-rs")  # fmt: skip
+    """The peak-based estimate (13 steps of dense-xs) passes; the projection from the warm-up
+    step (the standard tier's 5 s of rounds, plus the accuracy task) is over the limit, and the
+    case is skipped before its timing starts, well before the watchdog's deadline."""
+    result = run_bench(pytester, "--tier", "standard", "--family", "dense", "--size", "xs", "--variant", "fp32",
+                       "--case-timeout", "5", "--results-dir", "", "-rs")  # fmt: skip
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*projected *s from the measured warm-up step of*and the accuracy task*"])
 
 
 def test_results_measured_before_a_failure_stay_on_disk(pytester):
     """The second case fails; the first one's result is already streamed, and the failure too."""
-    pytester.makepyfile(
-        failing_plugin="""
-        import workloads.registry as registry
-        real = registry.build_case
-        def build_case(family, size, variant, *a, **k):
-            if variant == "amp-bf16":
-                raise RuntimeError("injected failure")
-            return real(family, size, variant, *a, **k)
-        import bench.harness
-        bench.harness.build_case = build_case
-        """
-    )
     out = pytester.path / "r"
-    result = run_bench(pytester, "-p", "failing_plugin", "--family", "dense", "--size", "xs",
-                       "--variant", "fp32,amp-bf16", "--no-accuracy", "--results-dir", str(out))  # fmt: skip
+    result = run_bench(pytester, "--family", "dense", "--size", "xs", "--variant", "fp32,amp-bf16",
+                       "--no-accuracy", "--results-dir", str(out),
+                       "--inject-fault", "dense-xs-amp-bf16=raise")  # fmt: skip
     result.assert_outcomes(passed=1, failed=1)
     recs = read_jsonl(out)[1:]
     assert [r["extra_info"]["status"] for r in recs] == ["ok", "error"]
-    assert "injected failure" in recs[1]["extra_info"]["reason"]
+    assert "InjectedFault: injected fault: the step raised (stage timing" in recs[1]["extra_info"]["reason"]
     assert recs[0]["extra_info"]["accuracy"] is None
     assert recs[0]["extra_info"]["absent"]["accuracy"] == "disabled with --no-accuracy"

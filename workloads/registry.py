@@ -144,8 +144,6 @@ def check_case(variant: Variant, phase: str, device: torch.device, world_size: i
     if phase not in variant.phases:
         raise Unsupported(f"{variant.name}: no {phase} phase (it runs {', '.join(variant.phases)})")
     variant.check(device, world_size)
-    if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        raise Unsupported(f"world size {world_size}: torch.distributed is not initialized")
 
 
 def build_case(
@@ -167,6 +165,8 @@ def build_case(
     work = workload(family, size)
     dev = parse_device(device)
     check_case(var, phase, dev, world_size)
+    if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise Unsupported(f"world size {world_size}: torch.distributed is not initialized")
     ctx = CaseContext(
         family, size, var.name, phase, work, dev, world_size, tier_batch_size(family, batch_size), seed, data_dir,
         accuracy_steps,

@@ -1,0 +1,65 @@
+"""Run ``pytest bench`` in a subprocess, as a user would, and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+MARK = "ARCHBENCH_TEST_MARK"  # set in the run's environment: finds every process it started
+
+
+def bench_command(results: Path, *args: str) -> list[str]:
+    """``pytest bench --benchmark-only ARGS`` (without --benchmark-only when ARGS has --benchmark-disable,
+    which pytest-benchmark refuses beside it)."""
+    only = [] if "--benchmark-disable" in args else ["--benchmark-only"]
+    return [sys.executable, "-m", "pytest", str(BENCH), *only, "-p", "no:cacheprovider",
+            "--results-dir", str(results), *args]  # fmt: skip
+
+
+def marked_env(extra_path: Path | None = None) -> tuple[dict[str, str], str]:
+    mark = uuid.uuid4().hex
+    env = dict(os.environ, **{MARK: mark})
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(extra_path), env.get("PYTHONPATH", "")])
+    return env, mark
+
+
+def run(tmp: Path, *args: str, timeout: float = 600, extra_path: Path | None = None):
+    """``pytest bench ARGS`` with results in ``tmp/results``; returns (process, records, mark)."""
+    env, mark = marked_env(extra_path)
+    proc = subprocess.run(bench_command(tmp / "results", *args), cwd=tmp, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    return proc, read_results(tmp / "results"), mark
+
+
+def read_results(directory: Path) -> dict[str, dict]:
+    """The streamed results of the one run in ``directory``, by id."""
+    files = list(directory.glob("results-*.jsonl"))
+    if not files:
+        return {}
+    (path,) = files
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return {rec["extra_info"]["id"]: rec for rec in lines if rec["type"] == "benchmark"}
+
+
+def processes_with_mark(mark: str) -> list[tuple[int, str]]:
+    """(pid, name) of every live process whose environment holds ``mark``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{name}/environ").read_bytes()
+            comm = Path(f"/proc/{name}/comm").read_text().strip()
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"{MARK}={mark}".encode() in env and state != "Z":
+            found.append((int(name), comm))
+    return found
