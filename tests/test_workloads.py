@@ -46,6 +46,18 @@ def test_analytic_flops_match_flop_counter(family, size):
     assert workload.train_flops_per_sample() * 2 == pytest.approx(counted, rel=0.10)
 
 
+@pytest.mark.parametrize("family,size", FAMILY_SIZES)
+def test_analytic_inference_flops_match_flop_counter(family, size):
+    """A forward pass of a batch of 2 on the meta device, as the inference phase times it."""
+    workload, model = meta_model(family, size)
+    x, _ = workload.synthetic_batch(2, torch.device("cpu"), torch.Generator().manual_seed(0))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x.to("meta"))
+    assert workload.infer_flops_per_sample() * 2 == pytest.approx(counter.get_total_flops(), rel=0.10)
+    assert workload.flops_per_sample("infer") == workload.infer_flops_per_sample()
+    assert workload.flops_per_sample("train") == workload.train_flops_per_sample()
+
+
 def test_transformer_flops_follow_palm_form():
     W = FAMILIES["transformer"]
     cfg = W.Config.from_size("s")
@@ -64,8 +76,8 @@ def test_lenet5_topology_at_base_size():
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_accuracy_task_learns_well_above_chance(family):
-    case = build_case(family, "xs", "fp32")
-    result = case.accuracy(steps=60)
+    case = build_case(family, "xs", "fp32", accuracy_steps=60)
+    result = case.runnable.accuracy()
     assert result["accuracy_task"] == "digits"
     assert result["accuracy"] > 0.5, result  # chance is 0.1
 
@@ -142,17 +154,18 @@ def test_world_size_without_process_group_is_unsupported():
 @pytest.mark.parametrize("variant", ["fp32", "amp-bf16", "amp-fp16"])
 def test_variant_step_trains_and_counts_state(variant):
     case = build_case("dense", "xs", variant, batch_size=8)
-    before = [p.detach().clone() for p in case.trainer.model.parameters()]
+    trainer = case.runnable.trainer
+    before = [p.detach().clone() for p in trainer.model.parameters()]
     case.step()
-    after = list(case.trainer.model.parameters())
+    after = list(trainer.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), "the step changed no weight"
     assert case.compute_dtype == {"fp32": torch.float32, "amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}[variant]
     # AdamW in fp32: params + grads + m + v = 16 bytes per parameter, and a 4-byte step
     # counter per parameter tensor
-    n_tensors = len(list(case.trainer.model.parameters()))
-    assert case.trainer.model_state_bytes() == 16 * case.params + 4 * n_tensors
-    assert case.samples_per_step == 8
-    assert case.flops_per_step == case.workload.train_flops_per_sample() * 8
+    n_tensors = len(list(trainer.model.parameters()))
+    assert case.runnable.model_state_bytes() == 16 * case.params + 4 * n_tensors
+    assert case.samples_per_step == 8 and case.phase == "train"
+    assert case.flops_per_step == case.ctx.workload.train_flops_per_sample() * 8
 
 
 def test_variant_names_include_base_variants():
