@@ -134,6 +134,7 @@ def test_weight_only_int8_close_and_under_a_third_of_fp32(family):
     assert float((out - ref).norm() / ref.norm()) < 0.02
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.95
     assert model_bytes(q) <= 0.3 * fp32_bytes
+    assert model_bytes(model) == fp32_bytes  # a copy unless inplace
 
 
 def test_weight_only_int8_keeps_tied_head():

@@ -56,12 +56,10 @@ def built(build: Callable[[], object]) -> tuple[object, float]:
 
 def eager_variants(model, batches, rank_fractions: list[float]) -> dict:
     """name -> (model, seconds to build it) for the variants that run eagerly; ``model`` is left fp32."""
-    import copy
-
     from workloads.compress import factorize_linear, prune_structured, quantize_weight_only_int8
 
     out = {
-        "int8-wo": built(lambda: quantize_weight_only_int8(copy.deepcopy(model))),
+        "int8-wo": built(lambda: quantize_weight_only_int8(model)),
         "prune-0.5": built(lambda: prune_structured(model, batches[0][:2], 0.5).model),
     }
     for fraction in rank_fractions:

@@ -16,6 +16,7 @@ torchao and the quantizer are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import torch
@@ -98,8 +99,8 @@ def _tied_groups(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
     return [group for group in places.values() if len(group) > 1]
 
 
-def quantize_weight_only_int8(model: nn.Module, include_embeddings: bool = True) -> nn.Module:
-    """torchao int8 weight-only, per output channel, in place; returns ``model`` (eager).
+def quantize_weight_only_int8(model: nn.Module, include_embeddings: bool = True, inplace: bool = False) -> nn.Module:
+    """torchao int8 weight-only, per output channel; returns the quantized model (a copy unless ``inplace``), eager.
 
     Linear layers, and Embedding tables when ``include_embeddings`` (their rows are quantized the same way;
     a small model's embeddings are a large share of its bytes). Weights tied before stay tied: the quantized
@@ -108,6 +109,7 @@ def quantize_weight_only_int8(model: nn.Module, include_embeddings: bool = True)
     """
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
+    model = model if inplace else copy.deepcopy(model)
     kinds = (nn.Linear, nn.Embedding) if include_embeddings else (nn.Linear,)
     tied = _tied_groups(model)
     quantize_(model, Int8WeightOnlyConfig(set_inductor_config=False), filter_fn=lambda m, _: isinstance(m, kinds))
@@ -118,10 +120,11 @@ def quantize_weight_only_int8(model: nn.Module, include_embeddings: bool = True)
     return model
 
 
-def quantize_dynamic_int8(model: nn.Module, compile: bool = True) -> nn.Module:
+def quantize_dynamic_int8(model: nn.Module, compile: bool = True, inplace: bool = False) -> nn.Module:
     """CUDA: torchao int8 dynamic activations x int8 weights on the Linear layers, then ``torch.compile``.
 
-    In place; returns the compiled module (or ``model`` when ``compile`` is False). Refused on CPU, where
+    Returns the compiled module (or the quantized one when ``compile`` is False); ``model`` is quantized in
+    place only with ``inplace``. Refused on CPU, where
     the int8 matmul has no fast kernel without VNNI/AMX and measured 0.02-0.2x fp32.
     """
     if _device_of(model).type != "cuda":
@@ -131,5 +134,6 @@ def quantize_dynamic_int8(model: nn.Module, compile: bool = True) -> nn.Module:
         )
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
+    model = model if inplace else copy.deepcopy(model)
     quantize_(model, Int8DynamicActivationInt8WeightConfig(set_inductor_config=True))
     return torch.compile(model, mode="max-autotune") if compile else model
