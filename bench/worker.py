@@ -1,9 +1,10 @@
 """The worker process of one case (one rank of it), started by the supervisor.
 
 It leaves the supervisor's session (``setsid``: the supervisor kills its whole process group),
-names itself ``archbench-case`` (``archbench-probe`` for a peak probe), writes its output to the case's log file, joins the case's
-process group when the case has several ranks, runs the pipeline and sends back, over its
-pipe, the name of each stage as it begins and finally the Outcome. Importing this module is
+names itself ``archbench-case`` (``archbench-probe`` for a peak probe), writes its output to
+the case's log file, joins the case's process group when the case has several ranks, runs the
+pipeline and sends back, over its pipe, the name of each stage as it begins and finally the
+Outcome. Importing this module is
 what the fork server preloads: torch, the workloads and the pipeline, plus the modules named
 in ``ARCHBENCH_PRELOAD`` (DeepSpeed, for example), each imported if it can be.
 """

@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,7 @@ def test_launcher_world_size_must_match(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(distributed.LaunchError, match="WORLD_SIZE=2 ranks; pass --world-size 2"):
-        distributed.setup(1, "cpu", [], ".", None, timeout_s=60)
+        distributed.setup(1, "cpu", timeout_s=60)
 
 
 # --------------------------------------------------------------------------------------
@@ -229,8 +230,8 @@ def two_rank_run(tmp_path_factory):
 def test_two_ranks_run_every_stage(two_rank_run):
     tmp, by_id, proc = two_rank_run
     assert sorted(by_id) == ["dense-s-fp32", "dense-s-zero1", "dense-s-zero2", "dense-s-zero3"]
-    assert "archbench rank 1: exit code 0" in proc.stdout
-    assert len(list((tmp / "results").glob("rank1-*.log"))) == 1
+    logs = tmp / "results" / "logs"
+    assert {p.name for p in logs.glob("*.rank1.log")} == {f"{case}.rank1.log" for case in by_id}
     data = json.loads((tmp / "out.json").read_text())
     assert len(data["benchmarks"]) == 4  # rank 0's JSON only
     for info in by_id.values():
@@ -282,24 +283,41 @@ if __name__ == "__main__":
     parity_worker(sys.argv[1])
 
 
+DYING_RANK = """
+import os
+from workloads.registry import VARIANTS
+from workloads.variants import FP32
+
+class DiesOnRank1(FP32):
+    name = "dies-on-rank1"
+
+    def build(self, ctx):
+        if os.environ.get("RANK") == "1":
+            print("rank 1 is about to die", flush=True)
+            os._exit(3)
+        return super().build(ctx)
+
+VARIANTS["dies-on-rank1"] = DiesOnRank1
+"""
+
+
 @pytest.mark.slow
-def test_a_rank_that_dies_ends_the_run_with_its_log(tmp_path):
-    """Rank 1 crashes in its first case; rank 0, waiting in a collective, exits with rank 1's log."""
-    (tmp_path / "crash_rank1.py").write_text(
-        "import os\ndef pytest_runtest_call(item):\n    if os.environ.get('RANK') == '1':\n        os._exit(3)\n"
-    )
+def test_a_rank_that_dies_ends_its_case_with_its_log(tmp_path):
+    """Rank 1 dies while rank 0 waits for it in a collective: the case ends ``error`` with rank
+    1's exit code and log at once (not at the timeout); the next case runs on fresh ranks."""
+    (tmp_path / "dying_rank.py").write_text(DYING_RANK)
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench"), "--benchmark-only", "-p", "no:cacheprovider",
-           "-p", "crash_rank1", "--family", "dense", "--size", "xs", "--variant", "fp32", "--no-accuracy",
-           "--world-size", "2", "--results-dir", str(tmp_path / "results")]  # fmt: skip
+           "-p", "dying_rank", "--family", "dense", "--size", "xs", "--variant", "dies-on-rank1,fp32",
+           "--no-accuracy", "--world-size", "2", "--case-timeout", "120",
+           "--results-dir", str(tmp_path / "results")]  # fmt: skip
     env = env_for_ranks() | {"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    started = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    # Two orders are possible: rank 0 is waiting in a collective when rank 1 dies (rank 0 ends the
-    # run and prints rank 1's log), or rank 1 dies first and rank 0's case fails on the broken
-    # process group (the summary names rank 1's exit code and log). Either way the run fails
-    # with rank 1's exit code and log.
-    if "archbench: rank 1 exited with 3 mid-run" in proc.stderr:
-        assert "collected 1 item" in proc.stderr  # the tail of rank 1's log
-    else:
-        assert "archbench rank 1: exit code 3, log " in proc.stdout, proc.stdout[-2000:]
-        assert "1 failed" in proc.stdout
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    (path,) = (tmp_path / "results").glob("results-*.jsonl")
+    infos = {r["extra_info"]["id"]: r["extra_info"] for r in map(json.loads, path.read_text().splitlines()[1:])}
+    dead = infos["dense-xs-dies-on-rank1"]
+    assert dead["status"] == "error" and "rank 1 worker exited with code 3 in stage build" in dead["reason"], dead
+    assert "rank 1 is about to die" in dead["reason"]  # the tail of its log
+    assert infos["dense-xs-fp32"]["status"] == "ok"
+    assert time.monotonic() - started < 120
