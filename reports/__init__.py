@@ -3,14 +3,19 @@
 Reads pytest-benchmark JSON and streamed ``results-*.jsonl`` files only; never imports
 torch. matplotlib is imported only by ``reports.plot`` when a plot is drawn.
 
-Modules: ``metrics`` (the one metrics table and number formats), ``load`` (inputs ->
-``Run``/``Result``, ``ReportError``), ``table`` (the three tables, ``render_tables``),
-``compare`` (hardware comparison), ``plot`` (scaling curves), ``html`` (report), ``cli``;
-``synthetic`` builds schema-shaped fake results for tests and ``bench_render`` (which times
-the tables of 500 benchmarks: ``python -m reports.bench_render``).
+Modules: ``schema`` (the vocabulary: statuses, phases, the id format), ``metrics`` (the
+one metrics table and number formats), ``errors`` (``ReportError``, one-line messages),
+``files`` (bytes on disk -> strict JSON), ``validate`` (every field reports read),
+``load`` (JSON and jsonl files -> ``Run``/``Result``), ``inputs`` (what a command-line
+input names; a directory means its newest run), ``table`` (the three tables,
+``render_tables``), ``compare`` (hardware comparison), ``plot`` (scaling curves), ``html``
+(report), ``check`` (regression gate), ``cli``; ``synthetic`` builds schema-shaped fake
+results for tests and ``bench_render`` (which times the tables of 500 benchmarks:
+``python -m reports.bench_render``).
 """
 
-from reports.load import ReportError, Result, Run, load_inputs
+from reports.inputs import load_inputs
+from reports.load import ReportError, Result, Run
 from reports.metrics import METRICS, SCHEMA, Metric
 from reports.table import render_tables
 

@@ -17,9 +17,11 @@ How a metric is judged (``RULES``):
   would add the probe's noise to the step time's.
 - **Accuracy**: the difference in percentage points (no test: one held-out score per run).
 - **Memory and energy**: the relative change (one number per run).
-- **Status**: ``ok`` -> ``error`` or ``oom`` is a regression; a benchmark in BASE but not in
-  NEW (pytest-benchmark's JSON leaves out benchmarks that failed or were skipped) or newly
-  skipped is reported as missing, and fails the gate only with ``--fail-on-missing``.
+- **Status**: ``ok`` -> ``timeout``, ``oom`` or ``error`` (``reports.schema.FAILED_STATUSES``)
+  is a regression, read from jsonl lines or from a pytest-benchmark JSON file's
+  ``archbench.not_ok``; a benchmark in BASE but not in NEW (a JSON file written before
+  ``not_ok`` leaves out cases that did not end ok) or newly skipped is reported as missing,
+  and fails the gate only with ``--fail-on-missing``.
 
 A metric that is null on either side is not compared; the table says why (its ``absent``
 reason), never treating it as 0. Results from different machines (``label``, CPU model,
@@ -42,16 +44,13 @@ from typing import Any, Literal, TextIO
 
 from tabulate import tabulate
 
-from reports.load import (
-    DEFAULT_STORAGE,
-    ReportError,
-    Result,
-    Run,
-    load_input,
-    machine_label,
-)
+from reports.errors import ReportError, one_line
+from reports.inputs import DEFAULT_STORAGE, load_input
+from reports.load import Result, Run, machine_label
 from reports.metrics import METRICS, Metric, format_value
+from reports.schema import FAILED_STATUSES
 from reports.stats import RankTest, compare_samples
+from reports.validate import is_number
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -265,9 +264,7 @@ def raw_step_times(result: Result, source: str) -> tuple[list[float] | None, str
     ):
         if values is None:
             continue
-        if not isinstance(values, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values
-        ):
+        if not isinstance(values, list) or not all(is_number(v) and v > 0 for v in values):
             raise ReportError(f"{source} ({result.name}): {origin}: expected a list of positive numbers")
         if values:
             return [float(v) for v in values], origin
@@ -378,11 +375,13 @@ def _rank_test(
         side = "BASE" if base_times is None else "NEW"
         return None, f"no raw step times in {side}"
     worse = "greater" if METRICS[metric_key].direction == "lower" else "less"
-    test = compare_samples(
+    samples = (
         _per_step_values(metric_key, base, base_value, base_times),
         _per_step_values(metric_key, new, new_value, new_times),
-        direction or worse,  # type: ignore[arg-type]
     )
+    if not all(math.isfinite(v) for values in samples for v in values):
+        return None, "per-step values beyond a float's range"
+    test = compare_samples(*samples, direction or worse)  # type: ignore[arg-type]
     if not test.can_reach(alpha):
         return None, f"too few rounds ({test.n_baseline} and {test.n_new}) to reach p < {alpha:g}"
     return test, ""
@@ -406,7 +405,7 @@ def judge_benchmark(
             for key in thresholds.gated(base.id)
         ]
     row = Row(name, "status", NOT_COMPARED, _status_text(base), _status_text(new))
-    if base.status == "ok" and new.status in ("error", "oom"):
+    if base.status == "ok" and new.status in FAILED_STATUSES:
         row.verdict = REGRESSED
     elif base.status == "ok":  # newly skipped: it no longer runs
         row.verdict, row.note = MISSING, "ran in BASE, skipped in NEW"
@@ -462,8 +461,8 @@ def compare_runs(
         other = new.get(result.id, result.world_size)
         if other is None:
             note = (
-                "in BASE, not in NEW (pytest-benchmark's JSON leaves out benchmarks"
-                " that failed or were skipped: see the run's log)"
+                "in BASE, not in NEW (a pytest-benchmark JSON file without archbench.not_ok"
+                " leaves out benchmarks that did not end ok: see the run's log)"
             )
             rows.append(Row(_benchmark_name(result), "benchmark", MISSING, note=note))
             continue
@@ -649,37 +648,13 @@ def report_json(report: Report) -> dict[str, Any]:
 # inputs and command line
 
 
-def latest_saved_run(directory: Path) -> Path | None:
-    """The newest run saved by ``--benchmark-autosave``/``--benchmark-save`` in a
-    pytest-benchmark storage directory (``.benchmarks``) or one of its machine folders."""
-    saved = [
-        p
-        for pattern in ("*/[0-9][0-9][0-9][0-9]_*.json", "[0-9][0-9][0-9][0-9]_*.json")
-        for p in directory.glob(pattern)
-        if p.is_file()
-    ]
-    if not saved:
-        return None
-    return max(saved, key=lambda p: (int(p.name[:4]), p.stat().st_mtime, str(p)))
-
-
-def load_run(text: str, storage: str | Path, role: str) -> Run:
-    """One run for BASE or NEW: a JSON/jsonl file, a pytest-benchmark storage id
-    (``0003``), a storage directory (its newest saved run) or a results directory holding
-    exactly one ``*.jsonl`` file."""
-    path = Path(text)
-    if path.is_dir() and not any(path.glob("*.jsonl")):
-        latest = latest_saved_run(path)
-        if latest is None:
-            raise ReportError(f"{path}: no *.jsonl results and no saved pytest-benchmark runs (NNNN_*.json)")
-        text = str(latest)
-    runs = load_input(text, storage)
-    if len(runs) != 1:
-        names = ", ".join(run.source for run in runs[:3])
-        raise ReportError(f"{text}: holds {len(runs)} runs ({names}, ...); give one as {role}")
-    if not runs[0].results:
-        raise ReportError(f"{runs[0].source}: no benchmark results")
-    return runs[0]
+def load_run(text: str, storage: str | Path) -> Run:
+    """One run for BASE or NEW (``reports.inputs``: a file, a storage id such as ``0003``, or
+    a directory, meaning its newest run); it must hold results."""
+    run = load_input(text, storage)
+    if not run.results:
+        raise ReportError(f"{run.source}: no benchmark results")
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -691,8 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         required=True,
         metavar="BASE",
-        help="baseline: pytest-benchmark JSON, storage id (0001), storage directory"
-        " (.benchmarks: its newest saved run) or results-*.jsonl",
+        help="baseline: pytest-benchmark JSON, results-*.jsonl, storage id (0001), or a directory"
+        " (results/ or .benchmarks: its newest run)",
     )
     parser.add_argument("new", metavar="NEW", help="the run to judge (same forms as BASE)")
     parser.add_argument(
@@ -734,8 +709,8 @@ def run_check(args: argparse.Namespace, stdout: TextIO) -> int:
     if not 0 < args.alpha < 1:
         raise ReportError(f"--alpha {args.alpha:g}: must be between 0 and 1")
     thresholds = Thresholds([parse_threshold(text) for text in args.threshold])
-    base = load_run(args.baseline, args.storage, "BASE")
-    new = load_run(args.new, args.storage, "NEW")
+    base = load_run(args.baseline, args.storage)
+    new = load_run(args.new, args.storage)
     report = compare_runs(base, new, thresholds, args.alpha, args.cross_machine, args.fail_on_missing)
     stdout.write(render_markdown(report) if args.markdown else render_text(report))
     if args.json:
@@ -752,5 +727,5 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     try:
         return run_check(args, stdout or sys.stdout)
     except ReportError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_UNUSABLE

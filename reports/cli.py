@@ -1,9 +1,15 @@
 """``python -m reports``: table, compare, plot, html and check.
 
-Exit status: 0 done, 2 unusable input (one line on stderr naming the file, no
-traceback). ``check`` belongs to ``reports.check``, imported only when asked for; it is
-called as ``reports.check.main(argv: list[str]) -> int`` with the arguments after
-``check`` (exit 0 ok, 1 regression, 2 unusable input).
+Exit status: 0 done, 2 unusable input: one line on stderr, ``error: <file>: <problem>``,
+no traceback, and no warning besides it. Warnings (``warning: ...``, one line each) are
+printed after a command that succeeded. ``check`` belongs to ``reports.check``, imported
+only when asked for; it is called as ``reports.check.main(argv, stdout) -> int`` with the
+arguments after ``check`` (exit 0 ok, 1 regression, 2 unusable input). Inputs are read by
+``reports.inputs`` (a directory means its newest run).
+
+Malformed input is refused where it is read (``reports.files``, ``reports.validate``,
+``reports.load``); the guard in :func:`main` only keeps a bug in reports to one line too
+(``REPORTS_TRACEBACK=1`` shows its traceback).
 """
 
 from __future__ import annotations
@@ -17,14 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from reports.load import DEFAULT_STORAGE, ReportError, ReportWarning, load_inputs
+from reports.errors import ReportError, ReportWarning, one_line
+from reports.inputs import DEFAULT_STORAGE, load_inputs
 from reports.metrics import METRICS
 from reports.table import FORMATS
 
 EXIT_OK = 0
 EXIT_UNUSABLE = 2
 INPUT_HELP = (
-    "pytest-benchmark JSON file, results-*.jsonl file, results directory (all its *.jsonl),"
+    "pytest-benchmark JSON file, results-*.jsonl file, results directory (its newest run),"
     " or pytest-benchmark storage id such as 0001"
 )
 
@@ -81,7 +88,7 @@ def _emit(text: str, output: str | None, stdout: TextIO) -> None:
     print(f"wrote {output}", file=sys.stderr)
 
 
-def _run_check(argv: list[str]) -> int:
+def _run_check(argv: list[str], stdout: TextIO) -> int:
     try:
         check = importlib.import_module("reports.check")
     except ModuleNotFoundError as error:
@@ -92,12 +99,12 @@ def _run_check(argv: list[str]) -> int:
     if not hasattr(check, "main"):
         print("error: check is not available: reports.check has no main(argv)", file=sys.stderr)
         return EXIT_UNUSABLE
-    return int(check.main(argv))
+    return int(check.main(argv, stdout=stdout))
 
 
 def _dispatch(argv: list[str], stdout: TextIO) -> int:
     if argv[:1] == ["check"]:
-        return _run_check(argv[1:])
+        return _run_check(argv[1:], stdout)
     args = build_parser().parse_args(argv)
     if args.command == "table":
         from reports.table import build_tables, render_all
@@ -126,21 +133,36 @@ def _dispatch(argv: list[str], stdout: TextIO) -> int:
     return EXIT_OK
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+def _bug(argv: Sequence[str], error: Exception) -> str:
+    """The one line for an exception reports did not expect: a bug, whatever the input."""
+    inputs = " ".join(arg for arg in argv[1:] if not arg.startswith("-")) or "(no input)"
+    return (
+        f"error: {inputs}: {type(error).__name__}: {one_line(error)[:200]}"
+        " (a bug in reports, not an answer about the input: please report it;"
+        " REPORTS_TRACEBACK=1 shows the traceback)"
+    )
 
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
     """Run one command; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ReportWarning)
-        warnings.showwarning = _show_warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            return _dispatch(argv, stdout or sys.stdout)
+            status = _dispatch(argv, stdout or sys.stdout)
         except ReportError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {one_line(error)}", file=sys.stderr)
             return EXIT_UNUSABLE
         except BrokenPipeError:  # `python -m reports table ... | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_OK
+        except Exception as error:  # last resort, see the module docstring
+            if os.environ.get("REPORTS_TRACEBACK"):
+                raise
+            print(_bug(argv, error), file=sys.stderr)
+            return EXIT_UNUSABLE
+    if status != EXIT_UNUSABLE:  # on unusable input, the error line alone
+        for warning in caught:
+            prefix = "" if issubclass(warning.category, ReportWarning) else f"{warning.category.__name__}: "
+            print(f"warning: {prefix}{one_line(warning.message)}", file=sys.stderr)
+    return status

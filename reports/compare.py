@@ -64,7 +64,10 @@ def _summary(metric: Metric, pairs: list[tuple[float, float]]) -> str:
     ratios = [r for value, reference in pairs if (r := ratio(value, reference)) is not None and r > 0]
     if not ratios:
         return "n/a (no common values)"
-    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    try:
+        geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    except OverflowError:  # ratios near a float's range
+        geomean = math.inf
     return f"{format_times(geomean)} (n={len(ratios)})"
 
 

@@ -17,7 +17,10 @@ A :class:`Metric` says:
   by the reference; ``"delta"``: ``(-1.2 pp)``, difference of two fractions in percentage
   points; ``None``: no comparison shown);
 - ``across_phases``: whether a train and an infer result may be compared (true for
-  properties of the model such as accuracy, false for per-step costs such as throughput).
+  properties of the model such as accuracy, false for per-step costs such as throughput);
+- ``signed``: whether the value may be negative (a difference such as ``accuracy_delta``);
+  every other metric is a time, size, rate or count, and ``reports.validate`` refuses a
+  negative one.
 """
 
 from __future__ import annotations
@@ -52,12 +55,13 @@ class Metric:
     fmt: str = "{:.3g}"
     ratio: RatioStyle | None = "ratio"
     across_phases: bool = False
+    signed: bool = False
 
 
 # Order matters: a table lists its metrics in this order.
 # fmt: off
 METRICS: dict[str, Metric] = {m.key: m for m in (
-    # key, label, unit, direction, table, scale[, fmt, ratio, across_phases]
+    # key, label, unit, direction, table, scale[, fmt, ratio, across_phases, signed]
     Metric("samples_per_s", "samples/s", "samples/s", "higher", "throughput", "si"),
     Metric("tokens_per_s", "tokens/s", "tokens/s", "higher", "throughput", "si"),
     Metric("step_time_s", "step time", "s", "lower", "throughput", "time"),
@@ -65,7 +69,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("accuracy", "accuracy", "fraction", "higher", "accuracy", "percent",
            fmt="{:.1f}", ratio="delta", across_phases=True),
     Metric("accuracy_delta", "accuracy vs fp32", "fraction", "higher", None, "percent",
-           fmt="{:+.1f}", ratio=None, across_phases=True),
+           fmt="{:+.1f}", ratio=None, across_phases=True, signed=True),
     Metric("model_bytes", "model size", "bytes", "lower", "accuracy", "bytes", across_phases=True),
     Metric("params", "parameters", "count", None, "accuracy", "si", across_phases=True),
     Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent"),

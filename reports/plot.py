@@ -1,9 +1,9 @@
 """Scaling curves: throughput, peak memory and MFU against parameters, one line per variant.
 
 One figure per family (and per machine and world size when the input holds several),
-three log-log panels. matplotlib is imported here only, when a plot is drawn; figures
-are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas (no pyplot, no
-GUI backend).
+three log-log panels; values beyond ``PLOTTABLE`` are left out, with a note in the panel.
+matplotlib is imported here only, when a plot is drawn; figures are built with
+``matplotlib.figure.Figure`` and rendered by the Agg canvas (no pyplot, no GUI backend).
 
 API::
 
@@ -24,6 +24,9 @@ from reports.metrics import METRICS
 from reports.schema import variant_rank
 
 PANELS = ("samples_per_s", "peak_mem_bytes", "mfu")
+# A log axis over these values, with its margins, stays within a float's range; a value
+# beyond (no measurement is near) is left out of the figure and counted in a note.
+PLOTTABLE = (1e-100, 1e100)
 
 
 def _slug(text: str) -> str:
@@ -37,13 +40,30 @@ def figure_groups(runs: Sequence[Run]) -> dict[str, list[Result]]:
     show_world_size = len({ws for _, ws, _ in index}) > 1
     groups: dict[str, list[Result]] = {}
     for (machine, world_size, _), result in sorted(index.items(), key=lambda item: item[1].order):
-        name = result.family
+        name = result.family  # a name (reports.validate): safe in a file name
         if show_machine:
             name = f"{_slug(machine)}-{name}"
         if show_world_size:
             name += f"-ws{world_size}"
         groups.setdefault(name, []).append(result)
     return groups
+
+
+def _points(results: list[Result], variant: str, key: str) -> tuple[list[tuple[float, float]], int]:
+    """(parameters, value) of a variant's results that ran and measured ``key``, and how many
+    such points lie beyond ``PLOTTABLE`` (left out)."""
+    points = [
+        (params, value)
+        for r in results
+        if r.variant == variant
+        and (params := r.value("params")) is not None
+        and (value := r.value(key)) is not None
+        and params > 0
+        and value > 0
+    ]
+    low, high = PLOTTABLE
+    inside = sorted((x, y) for x, y in points if low <= x <= high and low <= y <= high)
+    return inside, len(points) - len(inside)
 
 
 def _draw(figure: Any, title: str, results: list[Result]) -> None:
@@ -55,21 +75,17 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
         axes.set_title(metric.label)
         axes.set_xlabel("parameters")
         axes.set_ylabel(metric.label if metric.label == metric.unit else f"{metric.label} ({metric.unit})")
-        drawn = False
+        drawn, left_out = False, 0
         for variant in variants:
-            points = sorted(
-                (params, value)
-                for r in results
-                if r.variant == variant
-                and (params := r.value("params")) is not None
-                and (value := r.value(key)) is not None
-                and params > 0
-                and value > 0
-            )
+            points, beyond = _points(results, variant, key)
+            left_out += beyond
             if points:
                 xs, ys = zip(*points, strict=True)
                 axes.plot(xs, ys, marker="o", label=variant)
                 drawn = True
+        if left_out:
+            note = f"{left_out} value(s) beyond {PLOTTABLE[0]:g}..{PLOTTABLE[1]:g} left out"
+            axes.annotate(note, (0.01, 0.01), xycoords="axes fraction", fontsize="small", annotation_clip=False)
         if drawn:
             axes.set_xscale("log")
             axes.set_yscale("log")
@@ -77,7 +93,8 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
             axes.legend(fontsize="small")
         else:
             reasons = sorted({r.missing_reason(key) for r in results})
-            axes.text(0.5, 0.5, "no data\n" + "\n".join(reasons[:3]), ha="center", va="center", wrap=True)
+            text = "no data\n" + "\n".join(reason[:80] for reason in reasons[:3])
+            axes.text(0.5, 0.5, text, ha="center", va="center", wrap=True, parse_math=False)
             axes.set_axis_off()
 
 
@@ -107,6 +124,9 @@ def write_plots(runs: Sequence[Run], out_dir: str | Path) -> list[Path]:
     paths = []
     for name, png in render_pngs(runs).items():
         path = out / f"{name}.png"
-        path.write_bytes(png)
+        try:
+            path.write_bytes(png)
+        except OSError as error:
+            raise ReportError(f"{path}: cannot write ({error.strerror or error})") from None
         paths.append(path)
     return paths

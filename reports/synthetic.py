@@ -2,7 +2,8 @@
 
 ``make_extra_info`` builds one benchmark's ``extra_info`` per ``docs/schema.md`` with
 plausible, self-consistent numbers (any key can be overridden); ``write_benchmark_json``
-and ``write_jsonl`` write them the way pytest-benchmark and ``--results-dir`` do.
+and ``write_jsonl`` write them the way pytest-benchmark (plus the bench's
+``archbench.not_ok`` for cases that did not end ok) and ``--results-dir`` do.
 No figure here is a measurement.
 """
 
@@ -212,10 +213,19 @@ def benchmark_entry(extra_info: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def not_ok_entry(extra_info: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of ``archbench.not_ok``: a benchmark record without stats."""
+    entry = benchmark_entry(extra_info)
+    return {key: entry[key] for key in ("name", "fullname", "group", "extra_info")}
+
+
 def benchmark_json(
     extra_infos: Iterable[Mapping[str, Any]], machine: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A ``--benchmark-json`` document; like pytest-benchmark's, only results that ran."""
+    """A ``--benchmark-json`` document the way the bench writes it: results that ran in
+    pytest-benchmark's ``benchmarks`` (with stats), the others under ``archbench.not_ok``
+    (pytest-benchmark's own loader needs stats in every entry of ``benchmarks``)."""
+    infos = list(extra_infos)
     return {
         "machine_info": dict(machine or machine_info()),
         "commit_info": {
@@ -225,9 +235,13 @@ def benchmark_json(
             "project": "archbench",
             "branch": "main",
         },
-        "benchmarks": [benchmark_entry(info) for info in extra_infos if info.get("status") == "ok"],
+        "benchmarks": [benchmark_entry(info) for info in infos if info.get("status") == "ok"],
         "datetime": "2025-01-15T10:00:00.000000+00:00",
         "version": "5.2.3",
+        "archbench": {
+            "schema": SCHEMA,
+            "not_ok": [not_ok_entry(info) for info in infos if info.get("status") != "ok"],
+        },
     }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from reports import check
+from reports.errors import ReportWarning
 from reports.stats import compare_samples, min_p_value, proportion_interval
 from reports.synthetic import machine_info, make_extra_info, write_benchmark_json, write_jsonl
 from tests.reports_fixtures import run_reports
@@ -375,7 +376,8 @@ def test_pytest_benchmark_storage_as_baseline(base: Path, tmp_path: Path) -> Non
     assert code == 1, out
     assert report["baseline"]["source"] == str(newest)
     # the storage directory: its newest saved run
-    code, _, _, report = run_check("--baseline", tmp_path / ".benchmarks", base)
+    with pytest.warns(ReportWarning, match=r"holds 2 runs; using the newest, 0002_def_20250102_000000\.json"):
+        code, _, _, report = run_check("--baseline", tmp_path / ".benchmarks", base)
     assert code == 0
     assert report["baseline"]["source"] == str(newest)
     # and from the working directory, the way CI calls it

@@ -16,7 +16,7 @@ from bench import interleave
 from bench.distributed import Ranks
 from bench.pipeline import timed_step, warm_up
 from reports.check import main as check_main
-from reports.load import load_input
+from reports.inputs import load_input
 from reports.stats import compare_samples, min_p_value
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def session(tmp_path: Path, *extra: str, sides: tuple[str, ...] = ("a", "b"), ca
 
 
 def only_result(path: Path):
-    (run,) = load_input(path)
+    run = load_input(path)
     (result,) = run.results
     return run, result
 

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
+from reports.inputs import load_input, load_inputs
 from reports.load import (
     ReportError,
     ReportWarning,
-    load_input,
-    load_inputs,
     load_json,
     load_jsonl,
     machine_label,
@@ -34,7 +33,8 @@ def test_load_json_keeps_what_pytest_benchmark_recorded(tmp_path: Path) -> None:
     doc = benchmark_json(session_results(), machine_info("NVIDIA H100", gpu_name="NVIDIA H100"))
     run = load_json(write_json(tmp_path / "run.json", doc))
     ok = [info for info in session_results() if info["status"] == "ok"]
-    assert [r.id for r in run.results] == [info["id"] for info in ok]
+    not_ok = [info for info in session_results() if info["status"] != "ok"]
+    assert [r.id for r in run.results] == [info["id"] for info in ok + not_ok]  # benchmarks, then not_ok
     assert run.label == "NVIDIA H100"
     assert run.datetime == doc["datetime"]
     assert run.source == str(tmp_path / "run.json")
@@ -46,6 +46,9 @@ def test_load_json_keeps_what_pytest_benchmark_recorded(tmp_path: Path) -> None:
     assert result.value("samples_per_s") == 1234.0
     assert result.value("mfu") is None
     assert result.missing_reason("mfu") == "absent: no peak probe for bfloat16"
+    oom = run.get("dense-xs-amp-fp16")
+    assert oom is not None and oom.stats is None and oom.status == "oom"
+    assert oom.missing_reason("samples_per_s") == "oom: CUDA out of memory | tried 2 GiB"
 
 
 def test_load_jsonl_with_skipped_oom_and_error_lines(tmp_path: Path) -> None:
@@ -85,23 +88,14 @@ def test_jsonl_needs_its_machine_line_first(tmp_path: Path) -> None:
         load_jsonl(path)
 
 
-def test_results_directory_loads_every_jsonl_file(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "results-a.jsonl", session_results()[:3])
-    write_jsonl(tmp_path / "results-b.jsonl", session_results()[3:])
-    (tmp_path / "notes.txt").write_text("not results")
-    runs = load_input(tmp_path)
-    assert [Path(r.source).name for r in runs] == ["results-a.jsonl", "results-b.jsonl"]
-    assert sum(len(r.results) for r in runs) == len(session_results())
-
-
 def test_runs_without_results_are_dropped_with_a_warning(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "results-a.jsonl", session_results())
-    write_jsonl(tmp_path / "results-b.jsonl", [])
+    full = write_jsonl(tmp_path / "results-a.jsonl", session_results())
+    empty = write_jsonl(tmp_path / "results-b.jsonl", [])
     with pytest.warns(ReportWarning, match=r"results-b\.jsonl: no benchmark results"):
-        runs = load_inputs([tmp_path])
+        runs = load_inputs([full, empty])
     assert len(runs) == 1
     with pytest.raises(ReportError, match=r"results-b\.jsonl: no benchmark results"):
-        load_inputs([tmp_path / "results-b.jsonl"])
+        load_inputs([empty])
 
 
 @pytest.fixture
@@ -127,7 +121,7 @@ def storage(tmp_path: Path) -> Path:
     ],
 )
 def test_storage_id_lookup(storage: Path, storage_id: str, samples_per_s: float) -> None:
-    (run,) = load_input(storage_id, storage=storage)
+    run = load_input(storage_id, storage=storage)
     assert run.results[0].value("samples_per_s") == samples_per_s
     assert Path(run.source).parent.name == STORAGE_MACHINE
 
@@ -172,7 +166,8 @@ BAD_DOCUMENTS: list[tuple[str, Mutation, str]] = [
         "samples_per_s: expected a number or null, got str",
     ),
     ("bool", _set("peak_mem_bytes", True), "peak_mem_bytes: expected a number or null, got bool"),
-    ("nan", _set("mfu", math.nan), "mfu: expected a number or null, got float nan"),
+    ("nan", _set("mfu", math.nan), "benchmarks[0].extra_info.mfu: NaN is not a number"),
+    ("negative", _set("step_time_s", -0.1), "step_time_s: expected a number >= 0 or null, got float -0.1"),
     ("world size", _set("world_size", 0), "world_size: expected a positive integer"),
     ("status", _set("status", "crashed"), "status 'crashed' is not one of ok, skipped, timeout, oom, error"),
     (
@@ -209,7 +204,7 @@ def test_not_json_and_missing_file(tmp_path: Path) -> None:
         load_json(path)
     with pytest.raises(ReportError, match=r"nothing\.json: no such file"):
         load_input(tmp_path / "nothing.json")
-    with pytest.raises(ReportError, match="directory has no \\*.jsonl results files"):
+    with pytest.raises(ReportError, match="directory has no \\*.jsonl results files and no saved runs"):
         load_input(tmp_path)
 
 

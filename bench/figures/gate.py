@@ -51,7 +51,7 @@ from tabulate import tabulate
 
 from bench import interleave
 from reports.check import main as check_main
-from reports.load import load_input
+from reports.inputs import load_input
 from reports.stats import proportion_interval
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +92,7 @@ def run_session(args: argparse.Namespace, out: Path, fractions: dict[float, floa
 
 
 def median_step(side_dir: Path) -> float:
-    (run,) = load_input(side_dir)
+    run = load_input(side_dir)
     return float(run.results[0].extra_info["step_time_s"])
 
 
