@@ -18,7 +18,7 @@ from .distributed import Ranks
 from .machine import machine_facts
 from .pipeline import CaseRequest, Outcome, Refused, not_run_info
 from .preflight import preflight
-from .results import ResultsStream
+from .results import ResultsStream, clean
 from .settings import CaseSpec, Settings
 
 
@@ -124,7 +124,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, spec: CaseSpec
     benchmark._mode = "benchmark.pedantic(...)"  # noqa: SLF001 (timed in the worker, as pedantic would)
     outcome = session.run(spec, benchmark)
     session.peaks.update(outcome.peaks)
-    info = session.with_reference(outcome.info)
+    info = clean(session.with_reference(outcome.info))  # no NaN or infinity reaches a JSON file
     stats = None
     if outcome.status == "ok":
         benchmark.extra_info.update(info)

@@ -13,14 +13,14 @@ from typing import Any
 from reports.metrics import SCHEMA
 
 
-def _clean(value: Any) -> Any:
+def clean(value: Any) -> Any:
     """JSON has no NaN or infinity: such a value is not a measurement, so it becomes null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value
 
 
@@ -41,7 +41,7 @@ class ResultsStream:
         )
 
     def _write(self, record: dict) -> None:
-        self._file.write(json.dumps(_clean(record), default=str) + "\n")
+        self._file.write(json.dumps(clean(record), default=str) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
