@@ -20,7 +20,13 @@ A :class:`Metric` says:
   properties of the model such as accuracy, false for per-step costs such as throughput);
 - ``signed``: whether the value may be negative (a difference such as ``accuracy_delta``);
   every other metric is a time, size, rate or count, and ``reports.validate`` refuses a
-  negative one.
+  negative one;
+- ``timing``: how the metric follows the median step time, whose 95% interval
+  (``step_time_ci_s``) then bounds it too: ``"time"`` (proportional: the step time itself),
+  ``"rate"`` (inversely proportional: throughput, TFLOP/s, MFU), ``None`` (not from the step
+  time: accuracy, memory, energy);
+- ``windowed``: measured over the timed window, so other work on the machine during it
+  (``contention.contended``) bears on it: the timing metrics, power and energy.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ Direction = Literal["higher", "lower"]
 Scale = Literal["si", "bytes", "time", "percent", "plain"]
 TableName = Literal["throughput", "accuracy", "efficiency"]
 RatioStyle = Literal["ratio", "delta"]
+Timing = Literal["time", "rate"]
 
 TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency")
 TABLE_TITLES: dict[TableName, str] = {
@@ -56,26 +63,32 @@ class Metric:
     ratio: RatioStyle | None = "ratio"
     across_phases: bool = False
     signed: bool = False
+    timing: Timing | None = None
+    windowed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.timing is not None and not self.windowed:
+            raise ValueError(f"{self.key}: a timing metric is measured over the timed window")
 
 
 # Order matters: a table lists its metrics in this order.
 # fmt: off
 METRICS: dict[str, Metric] = {m.key: m for m in (
-    # key, label, unit, direction, table, scale[, fmt, ratio, across_phases, signed]
-    Metric("samples_per_s", "samples/s", "samples/s", "higher", "throughput", "si"),
-    Metric("tokens_per_s", "tokens/s", "tokens/s", "higher", "throughput", "si"),
-    Metric("step_time_s", "step time", "s", "lower", "throughput", "time"),
-    Metric("tflops", "TFLOP/s", "TFLOP/s", "higher", "throughput", "plain"),
+    # key, label, unit, direction, table, scale[, fmt, ratio, across_phases, signed, timing, windowed]
+    Metric("samples_per_s", "samples/s", "samples/s", "higher", "throughput", "si", timing="rate", windowed=True),
+    Metric("tokens_per_s", "tokens/s", "tokens/s", "higher", "throughput", "si", timing="rate", windowed=True),
+    Metric("step_time_s", "step time", "s", "lower", "throughput", "time", timing="time", windowed=True),
+    Metric("tflops", "TFLOP/s", "TFLOP/s", "higher", "throughput", "plain", timing="rate", windowed=True),
     Metric("accuracy", "accuracy", "fraction", "higher", "accuracy", "percent",
            fmt="{:.1f}", ratio="delta", across_phases=True),
     Metric("accuracy_delta", "accuracy vs fp32", "fraction", "higher", None, "percent",
            fmt="{:+.1f}", ratio=None, across_phases=True, signed=True),
     Metric("model_bytes", "model size", "bytes", "lower", "accuracy", "bytes", across_phases=True),
     Metric("params", "parameters", "count", None, "accuracy", "si", across_phases=True),
-    Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent"),
-    Metric("samples_per_j", "samples/J", "samples/J", "higher", "efficiency", "si"),
-    Metric("energy_j_per_sample", "energy/sample", "J/sample", "lower", None, "plain"),
-    Metric("power_w", "power (W)", "W", None, "efficiency", "plain"),
+    Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent", timing="rate", windowed=True),
+    Metric("samples_per_j", "samples/J", "samples/J", "higher", "efficiency", "si", windowed=True),
+    Metric("energy_j_per_sample", "energy/sample", "J/sample", "lower", None, "plain", windowed=True),
+    Metric("power_w", "power (W)", "W", None, "efficiency", "plain", windowed=True),
     Metric("peak_mem_bytes", "peak memory", "bytes", "lower", "efficiency", "bytes"),
     Metric("model_state_bytes", "model state", "bytes", "lower", "efficiency", "bytes"),
     Metric("model_state_bytes_predicted", "model state (predicted)", "bytes", "lower",
@@ -136,6 +149,18 @@ def format_value(metric: Metric, value: float) -> str:
     if metric.scale == "percent":
         return metric.fmt.format(value * 100) + "%"
     return metric.fmt.format(value)
+
+
+def human_unit(metric: Metric) -> tuple[float, str]:
+    """``(factor, unit)`` that puts the metric on a plot's axis in units a reader knows:
+    bytes in MiB, fractions in %, seconds in ms; others as they are."""
+    if metric.scale == "bytes":
+        return 1 / 2**20, "MiB"
+    if metric.scale == "percent":
+        return 100.0, "%"
+    if metric.scale == "time":
+        return 1e3, "ms"
+    return 1.0, metric.unit
 
 
 def ratio(value: float, reference: float) -> float | None:
