@@ -170,11 +170,18 @@ def ratio(value: float, reference: float) -> float | None:
     return value / reference
 
 
-def format_times(r: float) -> str:
-    """A ratio: ``0.52x``, ``12.30x``; two significant digits below 0.1 (``0.024x``)."""
+def format_times(r: float, digits: int | None = None) -> str:
+    """A ratio: ``0.52x``, ``3.97x``, ``12.3x``, ``123x``; two significant digits below 0.1
+    (``0.024x``). ``digits``: that many significant digits instead (a ratio whose interval
+    allows no more)."""
+    text = f"{r:#.{digits}g}".rstrip(".") if digits is not None and 0 < r < 100 else "e"
+    if "e" not in text:
+        return text + "x"  # 0.90x, 11x
     if 0 < r < 0.1:
         return f"{r:.2g}x"
-    return f"{r:.0f}x" if r >= 100 else f"{r:.2f}x"
+    if r >= 10:
+        return f"{r:.0f}x" if r >= 100 else f"{r:.1f}x"
+    return f"{r:.2f}x"
 
 
 def format_ratio(metric: Metric, value: float, reference: float) -> str | None:

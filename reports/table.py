@@ -54,11 +54,22 @@ from reports.metrics import (
     table_metrics,
 )
 from reports.schema import REFERENCE_VARIANT, variant_rank
-from reports.trust import INTERVAL_NOTE, format_ratio_with_interval, has_intervals, mark_notes, marks, ratio_interval
+from reports.trust import (
+    INTERVAL_NOTE,
+    TIMING_NOTE,
+    format_ratio_with_interval,
+    has_intervals,
+    has_timing_facts,
+    mark_notes,
+    marks,
+    ratio_interval,
+    timing_cell,
+)
 
 FORMATS = ("github", "pipe", "html", "latex", "plain")
 NOT_RUN = "-"
 NOTHING_MEASURED = "(all)"
+TIMING_ROW = "timing"  # the throughput table's row of each result's step-time interval and contention
 MAX_REASON = 60  # an inline reason (compare's cells without notes)
 MAX_NOTE = 240  # a numbered note under a table
 
@@ -124,7 +135,11 @@ def compared_text(metric: Metric, result: Result, reference: Result | None) -> s
 
 
 def format_cell(
-    metric: Metric, result: Result | None, reference: Result | None = None, notes: Notes | None = None
+    metric: Metric,
+    result: Result | None,
+    reference: Result | None = None,
+    notes: Notes | None = None,
+    with_contended: bool = True,
 ) -> str:
     """``value (ratio ±interval)`` for ``result`` plus its marks (``~``, ``contended``), or why it
     has no value (inline, or ``skipped [1]`` with ``notes``); ``-`` when not run."""
@@ -137,7 +152,7 @@ def format_cell(
     compared = compared_text(metric, result, reference)
     if compared is not None:
         text = f"{text} ({compared})"
-    return text + marks(metric, result)
+    return text + marks(metric, result, with_contended)
 
 
 # ---------------------------------------------------------------------------------------
@@ -236,11 +251,16 @@ def _build_table(name: TableName, layout: _Layout, headers: list[str], caption: 
                 reasons = "; ".join(dict.fromkeys(r.absent_reason(metric.key) for r in absent))
                 left_out.setdefault((metric.label, reasons), []).append(layout.where(group))
                 continue
-            row = [format_cell(metric, r, reference, notes) for r in cells]
+            row = [format_cell(metric, r, reference, notes, with_contended=False) for r in cells]
             rows.append(layout.key(group) + [metric.label] + row)
-    lines = notes.lines() + mark_notes(layout.results, metrics)
+        if name == "throughput" and has_timing_facts(ran):
+            rows.append(layout.key(group) + [TIMING_ROW] + [timing_cell(r) if r else NOT_RUN for r in cells])
+    timing_row = name == "throughput" and has_timing_facts(layout.results)
+    lines = notes.lines() + mark_notes(layout.results, metrics, with_contended=timing_row)
     if any(m.timing is not None and m.ratio == "ratio" for m in metrics) and has_intervals(layout.results):
         lines.append(INTERVAL_NOTE)
+    if timing_row:
+        lines.append(TIMING_NOTE)
     for (label, reasons), where_list in left_out.items():
         scope = "in every row" if len(where_list) == len(layout.groups) else ", ".join(where_list)
         lines.append(f"{label} left out ({scope}): absent, {shorten(reasons, 2 * MAX_REASON)}")

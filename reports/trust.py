@@ -17,8 +17,10 @@ case was timed (``contention.contended``); see ``docs/schema.md``. Results witho
 - :func:`format_spread`: that interval compactly, ``±6%``: the larger of its two distances
   from the ratio, in % of the ratio, rounded up (so the printed range covers the interval).
 - Marks: a timing cell of an unstable result ends in ``~``; a cell measured over the timed
-  window (timing, power, energy) of a contended result ends in ``contended``.
-  :func:`mark_notes` explains the marks a table uses.
+  window (timing, power, energy) of a contended result ends in ``contended`` (compare, check,
+  before/after). The tables say ``contended`` once per result, in a ``timing`` row that also
+  gives each result's step-time interval (:func:`timing_cell`): four timing rows of three
+  variants each saying it would not fit a terminal. :func:`mark_notes` explains the marks.
 """
 
 from __future__ import annotations
@@ -91,9 +93,13 @@ def format_spread(center: float, interval: tuple[float, float]) -> str:
 
 
 def format_ratio_with_interval(ratio: float, interval: tuple[float, float] | None) -> str:
-    """``0.52x ±6%`` (``0.52x`` without an interval)."""
-    text = format_times(ratio)
-    return text if interval is None else f"{text} {format_spread(ratio, interval)}"
+    """``0.52x ±6%`` (``0.52x`` without an interval); a ratio known to ±10% or worse is
+    rounded to the two significant digits it can carry (``11x ±28%``)."""
+    if interval is None:
+        return format_times(ratio)
+    spread = format_spread(ratio, interval)
+    wide = ratio > 0 and max(ratio - interval[0], interval[1] - ratio) >= 0.1 * ratio
+    return f"{format_times(ratio, 2 if wide else None)} {spread}"
 
 
 def unstable(result: Result) -> bool:
@@ -113,14 +119,31 @@ def stable_threshold(result: Result) -> float:
     return float(value) if ok else DEFAULT_STABLE_THRESHOLD
 
 
-def marks(metric: Metric, result: Result | None) -> str:
-    """What follows a cell's text: ``~`` (unstable timing), `` contended`` (windowed metric)."""
+def marks(metric: Metric, result: Result | None, with_contended: bool = True) -> str:
+    """What follows a cell's text: ``~`` (unstable timing), `` contended`` (windowed metric;
+    the tables say it once per result, in their timing row: ``with_contended=False``)."""
     if result is None or result.status != "ok" or result.value(metric.key) is None:
         return ""
     text = UNSTABLE if metric.timing is not None and unstable(result) else ""
-    if metric.windowed and contended(result):
+    if with_contended and metric.windowed and contended(result):
         text += " " + CONTENDED
     return text
+
+
+def timing_cell(result: Result | None) -> str:
+    """A result's cell in the tables' timing row: the half-width of its step-time interval in %
+    of the median (``±2.5%``), ``~`` when unstable, ``contended`` when contended."""
+    if result is None or result.status != "ok":
+        return ""
+    ci, median = step_interval(result), result.value("step_time_s")
+    text = format_spread(median, ci) if ci is not None and median else "no CI"
+    text += UNSTABLE if unstable(result) else ""
+    return text + (" " + CONTENDED if contended(result) else "")
+
+
+def has_timing_facts(results: Iterable[Result]) -> bool:
+    """Whether any result has a step-time interval or a contention verdict."""
+    return any(step_interval(r) is not None or contended(r) for r in results)
 
 
 def contention_text(result: Result) -> str:
@@ -137,8 +160,9 @@ def contention_text(result: Result) -> str:
     return ", ".join(parts)
 
 
-def mark_notes(results: Iterable[Result], metrics: Iterable[Metric]) -> list[str]:
-    """The notes explaining the marks that cells of ``results`` for ``metrics`` carry."""
+def mark_notes(results: Iterable[Result], metrics: Iterable[Metric], with_contended: bool = True) -> list[str]:
+    """The notes explaining the marks that cells of ``results`` for ``metrics`` carry
+    (``with_contended``: whether the word appears in them)."""
     results, metrics = list(results), list(metrics)
     timing = any(m.timing is not None for m in metrics)
     windowed = any(m.windowed for m in metrics)
@@ -148,12 +172,18 @@ def mark_notes(results: Iterable[Result], metrics: Iterable[Metric]) -> list[str
         limits = sorted({stable_threshold(r) for r in shaky})
         limit = " / ".join(f"{t * 100:g}%" for t in limits)
         notes.append(f"{UNSTABLE}: unstable, CI half-width > {limit} of the median step time")
-    if windowed and any(contended(r) for r in results):
+    if with_contended and windowed and any(contended(r) for r in results):
         notes.append(
             f"{CONTENDED}: other work ran on the machine while the case was timed (foreign CPU time over"
             " its threshold, VM steal, or another GPU process): its timing and energy are suspect"
         )
     return notes
+
+
+TIMING_NOTE = (
+    "timing: the 95% interval of the median step time, ± in % of it (step_time_ci_s), ~ when wider than"
+    " stable_threshold, contended when other work competed for the machine"
+)
 
 
 def has_intervals(results: Iterable[Result]) -> bool:
