@@ -258,9 +258,8 @@ def judge_benchmark(
 
 
 def machine_differences(base: Run, new: Run, keys: Sequence[str]) -> list[str]:
-    """``key 'a' vs 'b'`` for each machine fact that differs."""
-    a = base.machine_info.get("archbench") or {}
-    b = new.machine_info.get("archbench") or {}
+    """``key 'a' vs 'b'`` for each machine fact that differs (torch_threads: the session's)."""
+    a, b = base.facts, new.facts
     diffs = []
     for key in keys:
         if key == "label":

@@ -129,6 +129,13 @@ def make_extra_info(
         info.update({"params": params, "absent": {}, "telemetry": {}})
         info.update(overrides)
         return with_timing_trust(info, unstable, contended, overrides)
+    info.update(measured_fields(family, variant, params, world_size))
+    info.update(overrides)
+    return with_timing_trust(info, unstable, contended, overrides)
+
+
+def measured_fields(family: str, variant: str, params: int, world_size: int) -> dict[str, Any]:
+    """The fields of a result that ran: plausible, self-consistent numbers."""
     samples_per_step = 32 * world_size
     flops_per_step = FAMILY_FLOPS.get(family, 6.0) * params * samples_per_step
     step_time_s = flops_per_step / 0.05e12 / SPEEDUP.get(variant.split("+")[0], 1.0)
@@ -136,41 +143,39 @@ def make_extra_info(
     samples_per_s = samples_per_step / step_time_s
     tflops = flops_per_step / step_time_s / 1e12
     accuracy = 0.97 - 0.01 * ("int8" in variant or "prune" in variant)
-    info.update(
-        {
-            "params": params,
-            "samples_per_step": samples_per_step,
-            "flops_per_step": flops_per_step,
-            "step_time_s": statistics.median(step_times_s),
-            "step_times_s": step_times_s,
-            "samples_per_s": samples_per_s,
-            "tokens_per_s": samples_per_s * 128 if family == "transformer" else None,
-            "tflops": tflops,
-            "peak_tflops": 0.18,
-            "mfu": tflops / 0.18,
-            "peak_mem_bytes": 300 * 2**20 + 20 * params,
-            "mem_source": "rss-tree",
-            "model_state_bytes": 16 * params // world_size,
-            "model_state_bytes_predicted": 16 * params // world_size,
+    fields: dict[str, Any] = {
+        "params": params,
+        "samples_per_step": samples_per_step,
+        "flops_per_step": flops_per_step,
+        "step_time_s": statistics.median(step_times_s),
+        "step_times_s": step_times_s,
+        "samples_per_s": samples_per_s,
+        "tokens_per_s": samples_per_s * 128 if family == "transformer" else None,
+        "tflops": tflops,
+        "peak_tflops": 0.18,
+        "mfu": tflops / 0.18,
+        "peak_mem_bytes": 300 * 2**20 + 20 * params,
+        "mem_source": "rss-tree",
+        "model_state_bytes": 16 * params // world_size,
+        "model_state_bytes_predicted": 16 * params // world_size,
+        "power_w": None,
+        "energy_j_per_sample": None,
+        "samples_per_j": None,
+        "energy_source": "none",
+        "energy_reason": "RAPL not readable",
+        "accuracy": accuracy,
+        "accuracy_metric": "top1",
+        "accuracy_task": "digits",
+        "accuracy_reference": 0.97,
+        "accuracy_delta": accuracy - 0.97,
+        "model_bytes": 4 * params,
+        "telemetry": {
+            "t": [0.0, 0.1, 0.2, 0.3, 0.4],
+            "mem_bytes": [2**28, 2**28 + 2**24, 2**28 + 2**25, 2**28 + 2**25, 2**28 + 2**24],
             "power_w": None,
-            "energy_j_per_sample": None,
-            "samples_per_j": None,
-            "energy_source": "none",
-            "energy_reason": "RAPL not readable",
-            "accuracy": accuracy,
-            "accuracy_metric": "top1",
-            "accuracy_task": "digits",
-            "accuracy_reference": 0.97,
-            "accuracy_delta": accuracy - 0.97,
-            "model_bytes": 4 * params,
-            "telemetry": {
-                "t": [0.0, 0.1, 0.2, 0.3, 0.4],
-                "mem_bytes": [2**28, 2**28 + 2**24, 2**28 + 2**25, 2**28 + 2**25, 2**28 + 2**24],
-                "power_w": None,
-                "util_pct": [97.0, 99.0, 98.0, 99.5, 96.0],
-            },
-        }
-    )
+            "util_pct": [97.0, 99.0, 98.0, 99.5, 96.0],
+        },
+    }
     absent = {
         "power_w": "RAPL not readable",
         "energy_j_per_sample": "RAPL not readable",
@@ -178,9 +183,8 @@ def make_extra_info(
     }
     if family != "transformer":
         absent["tokens_per_s"] = "not a sequence model"
-    info["absent"] = absent
-    info.update(overrides)
-    return with_timing_trust(info, unstable, contended, overrides)
+    fields["absent"] = absent
+    return fields
 
 
 def contention(contended: bool = False) -> dict[str, Any]:

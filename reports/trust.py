@@ -136,8 +136,9 @@ def timing_cell(result: Result | None) -> str:
     if result is None or result.status != "ok":
         return ""
     ci, median = step_interval(result), result.value("step_time_s")
-    text = format_spread(median, ci) if ci is not None and median else "no CI"
-    text += UNSTABLE if unstable(result) else ""
+    if ci is None or not median:
+        return "no CI" + (f", {CONTENDED}" if contended(result) else "")
+    text = format_spread(median, ci) + (UNSTABLE if unstable(result) else "")
     return text + (" " + CONTENDED if contended(result) else "")
 
 

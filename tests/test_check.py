@@ -454,3 +454,13 @@ def test_unstable_and_contended_values_are_marked(base: Path, tmp_path: Path) ->
     assert "~" in line
     assert "~: unstable, the 95% interval of its median step is wider than its stable_threshold" in out
     assert "contended: other work ran on the machine while it was timed" in out
+
+
+def test_thread_count_change_is_read_from_the_session(tmp_path: Path) -> None:
+    from reports.synthetic import session_facts
+
+    base = write_benchmark_json(tmp_path / "base.json", [result(seed=1)], None, {**session_facts(), "torch_threads": 2})
+    new = write_benchmark_json(tmp_path / "new.json", [result(seed=2)], None, {**session_facts(), "torch_threads": 4})
+    code, out, _, report = run_check("--baseline", base, new)
+    assert code == 0, out
+    assert "software changed: torch_threads 2 vs 4" in report["notes"]

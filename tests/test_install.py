@@ -127,6 +127,9 @@ def test_archbench_run_and_report_table(installed: tuple[Path, Path, dict[str, s
     assert (work / "results").is_dir()  # relative paths are the working directory's
     table = run(["archbench", "report", "table", "run.json"], work, env).stdout
     assert "## Throughput" in table and "| dense " in table
+    plan = run(["archbench", "run", "--plan", "--family", "dense", "--size", "xs"], work, env).stdout
+    assert plan.splitlines()[-1].startswith("total: 3 cases")
+    assert "1 earlier run(s) in results" in plan  # the run above, found in the working directory
 
 
 def test_workers_import_the_installed_package(installed: tuple[Path, Path, dict[str, str]]) -> None:
