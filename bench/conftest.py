@@ -43,6 +43,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--no-accuracy", action="store_true", help="skip the accuracy task (faster; accuracy absent)")
     g.addoption("--seed", type=int, default=0, help="seed of models and data (default 0)")
     g.addoption(
+        "--target-ci",
+        type=float,
+        default=0.02,
+        help="stop timing a case once the 95%% CI of its median step is within this fraction of it"
+        " (default 0.02; 0 turns early stopping off: the tier's whole budget)",
+    )
+    g.addoption(
+        "--stable-threshold",
+        type=float,
+        default=0.05,
+        help="a result whose CI half-width is over this fraction of the median is marked unstable (default 0.05)",
+    )
+    g.addoption(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each case, wait up to S seconds for other processes to leave the CPUs (default 0: do not wait)",
+    )
+    g.addoption(
         "--no-isolation",
         action="store_true",
         help="run the cases in the pytest process (for a debugger): no watchdog, a crash ends the session",
@@ -84,6 +104,9 @@ def _settings(config: pytest.Config) -> Settings:
         accuracy=not opt("--no-accuracy"),
         seed=opt("--seed"),
         inject_slowdown=opt("--inject-slowdown"),
+        stable_threshold=opt("--stable-threshold"),
+        target_ci=opt("--target-ci") or None,
+        wait_quiet_s=opt("--wait-quiet"),
     )
 
 

@@ -20,6 +20,7 @@ from .pipeline import CaseRequest, Outcome, Refused, not_run_info
 from .preflight import preflight
 from .results import ResultsStream, clean
 from .settings import CaseSpec, Settings
+from .telemetry.contention import wait_for_quiet
 
 
 class Session:
@@ -73,7 +74,11 @@ class Session:
             return Outcome("skipped", not_run_info(spec, s.device, s.world_size, "skipped", str(e), "preflight"))
         except RuntimeError as e:  # the peak probe failed
             return Outcome("error", not_run_info(spec, s.device, s.world_size, "error", str(e), "preflight"))
-        return self.executor.run(self.request(spec, benchmark, peak))
+        quiet = wait_for_quiet(s.wait_quiet_s, os.getpid()) if s.wait_quiet_s else None
+        outcome = self.executor.run(self.request(spec, benchmark, peak))
+        if quiet is not None:
+            outcome.info["quiet_wait"] = quiet
+        return outcome
 
     def with_reference(self, info: dict) -> dict:
         """``accuracy_reference``/``accuracy_delta`` against fp32 training of the same case

@@ -9,9 +9,7 @@ crosses a pipe inside the timed region: the step times travel back in the Outcom
 from __future__ import annotations
 
 import dataclasses
-import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,12 +20,13 @@ from reports.metrics import METRICS
 from reports.schema import SCHEMA
 from workloads import Unsupported
 from workloads.probe import matmul_peak_tflops
-from workloads.registry import VariantFactory, accuracy_flops, build_case
+from workloads.registry import VariantFactory, build_case
 
 from .distributed import Ranks
 from .faults import with_fault
-from .settings import CaseSpec, Settings, Tier
+from .settings import CaseSpec, Settings
 from .telemetry import Sampler
+from .timing import Refused, RoundPlan, plan_rounds, time_rounds, timed_step, uncertainty, warm_up
 
 Stage = Callable[[str], None]
 
@@ -72,10 +71,6 @@ class Outcome:
         return self.info.get("reason")
 
 
-class Refused(Exception):
-    """The case will not run here (status ``skipped``); the message says why."""
-
-
 def not_run_info(
     spec: CaseSpec, device: str, world_size: int, status: str, reason: str, stage: str | None = None
 ) -> dict[str, Any]:
@@ -104,128 +99,32 @@ def peak_key(device: torch.device, dtype: torch.dtype) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# stages
+# timing
 
 
-def warm_up(case, tier: Tier, ranks: Ranks, step: Callable[[], None] | None = None) -> float:
-    """Untimed steps before timing: ``tier.warmup_rounds``, then more until ``tier.warmup_s``
-    has passed. Returns the steady step time (median of the steps after the first, which
-    pays for first-touch allocation); it sets the round count and the case-timeout
-    projection. Distributed: every rank runs the same number of steps and gets the slowest
-    rank's estimate."""
-    step = step or case.step
+@dataclasses.dataclass
+class Timed:
+    """What the timed rounds measured."""
 
-    def run(n: int) -> list[float]:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-        return times
-
-    times = run(max(tier.warmup_rounds, 1))
-    steady = ranks.max(statistics.median(times[1:] or times))
-    more = (tier.warmup_s - sum(times)) / max(steady, 1e-9)
-    more = int(ranks.max(min(max(more, 0.0), float(tier.max_rounds))))
-    if more:
-        times += run(more)
-        steady = ranks.max(statistics.median(times[1:]))
-    return steady
+    times: list[float]  # the reported step times (distributed: each round's slowest rank)
+    cuda_events: bool
+    own_times: list[float]  # this rank's own (distributed)
+    stop: str  # why timing stopped
+    telemetry: dict[str, Any]
 
 
-def plan_rounds(req: CaseRequest, case, warm: float) -> int:
-    """Timed rounds that fill the tier's budget; Refused when the measured warm-up step projects
-    the case (rounds, plus the accuracy task's FLOPs at that rate) past the case timeout."""
-    s, tier = req.settings, req.settings.tier_spec
-    if req.run_once:
-        return 1
-    rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
-    projected = warm * rounds
-    task = accuracy_flops(case.family, case.size, case.phase) if s.accuracy else 0.0
-    projected += warm * task * case.world_size / case.flops_per_step
-    if projected > s.timeout_s:
-        raise Refused(
-            f"projected {projected:.0f}s from the measured warm-up step of {warm:.3g}s "
-            f"({rounds} timed rounds{' and the accuracy task' if task else ''}), "
-            f"over --case-timeout {s.timeout_s:g}s"
-        )
-    return rounds
-
-
-def spin_cpu(seconds: float) -> None:
-    """Busy this thread for ``seconds``: CPU work after the step, like a slower kernel.
-    It watches the vDSO wall clock; a per-thread CPU clock costs a system call per read,
-    and a loop of system calls disturbs the caches and TLB enough to slow the next step."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-def timed_step(case, slowdown: float = 0.0) -> tuple[Callable[[], None], list[float]]:
-    """The callable that is timed. On CUDA it also records each step with CUDA events; the
-    event times become the reported step times (host timer otherwise). ``slowdown``
-    (``--inject-slowdown``) adds that fraction of each step's own time to it, inside the timed
-    call: CPU work after the step on a CPU, an idle GPU before the end event on CUDA."""
-    if case.device.type != "cuda":
-        if not slowdown:
-            return case.step, []
-
-        def slowed() -> None:
-            start = time.perf_counter()
-            case.step()
-            spin_cpu(slowdown * (time.perf_counter() - start))
-
-        return slowed, []
-    event_times: list[float] = []
-
-    def step() -> None:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        host_start = time.perf_counter()
-        start.record()
-        case.runnable.step()
-        if slowdown:  # idle the GPU between the step's kernels and the end event
-            torch.cuda.synchronize(case.device)
-            time.sleep(slowdown * (time.perf_counter() - host_start))
-        end.record()
-        end.synchronize()
-        event_times.append(start.elapsed_time(end) / 1e3)
-
-    return step, event_times
-
-
-def time_rounds(step: Callable[[], None], rounds: int, timer: Callable[[], float], disable_gc: bool) -> list[float]:
-    """pytest-benchmark's pedantic loop, one iteration a round: the timer around each call,
-    the garbage collector off with --benchmark-disable-gc, tracing paused."""
-    times: list[float] = []
-    gc_enabled, tracer = gc.isenabled(), sys.gettrace()
-    if disable_gc:
-        gc.disable()
-    sys.settrace(None)
-    try:
-        for _ in range(rounds):
-            start = timer()
-            step()
-            times.append(timer() - start)
-    finally:
-        sys.settrace(tracer)
-        if gc_enabled:
-            gc.enable()
-    return times
-
-
-def time_case(req: CaseRequest, case, rounds: int, ranks: Ranks):
-    """The timed rounds with the sampler running. Returns (reported step times, cuda events
-    used, this rank's own step times, telemetry)."""
+def time_case(req: CaseRequest, case, plan: RoundPlan, ranks: Ranks) -> Timed:
+    """The timed rounds with the sampler running."""
     s = req.settings
     step, event_times = timed_step(case, s.inject_slowdown)
     step, own_times = ranks.lockstep(with_fault(step, req.fault, case.device))  # distributed: a barrier ends each
     with Sampler(s.device, interval_s=s.telemetry_interval_s, session_root=req.session_root or None) as sampler:
-        host_times = time_rounds(step, rounds, req.timer, req.disable_gc)
+        host_times, stop = time_rounds(step, plan, req.timer, req.disable_gc, ranks)
     times = event_times or host_times
     if ranks.active:  # distributed: each round's slowest rank
         times = ranks.slowest_per_round(event_times or own_times)
     telemetry = sampler.result.to_extra_info(samples=case.samples_per_step * len(times))
-    return times, bool(event_times), own_times, telemetry
+    return Timed(times, bool(event_times), own_times, stop, telemetry)
 
 
 # ------------------------------------------------------------------------------------------
@@ -283,10 +182,13 @@ def absent_reasons(info: dict[str, Any], reasons: dict[str, str]) -> dict[str, s
     return out
 
 
-def assemble(req: CaseRequest, case, step_times, cuda_events, own_times, telemetry, peak, ranks) -> dict[str, Any]:
+def assemble(req: CaseRequest, case, timed: Timed, peak: float | None, ranks: Ranks) -> dict[str, Any]:
     """The result fields of a measured case, with every null metric's reason (``absent``)."""
-    info = measured_info(case, step_times, cuda_events, peak)
-    reasons: dict[str, str] = dict(telemetry.pop("absent", {}))
+    info = measured_info(case, timed.times, timed.cuda_events, peak)
+    bounds, reasons = uncertainty(timed.times, req.settings.stable_threshold)
+    info |= bounds | {"timing_stop": timed.stop}
+    telemetry = dict(timed.telemetry)
+    reasons.update(telemetry.pop("absent", {}))
     info.update(telemetry)
     runnable = case.runnable
     info["model_state_bytes"] = runnable.model_state_bytes()
@@ -296,7 +198,7 @@ def assemble(req: CaseRequest, case, step_times, cuda_events, own_times, telemet
     reasons.update(more.pop("absent", {}))
     info.update(more)
     if ranks.active:  # distributed: every rank's memory and state; the largest in the usual keys
-        more = ranks.per_rank_info(info, case.device, own_times)
+        more = ranks.per_rank_info(info, case.device, timed.own_times)
         reasons.update(more.pop("absent"))
         info.update(more)
     info["_reasons"] = reasons
@@ -335,15 +237,15 @@ def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
     try:
         stage("warm-up")
         warm = warm_up(case, s.tier_spec, ranks) if not req.run_once else 0.0
-        rounds = plan_rounds(req, case, warm)
+        plan = plan_rounds(s, case, warm, req.run_once)
         stage("timing")
-        times, cuda_events, own_times, telemetry = time_case(req, case, rounds, ranks)
-        if peak and case.flops_per_step / statistics.median(times) / 1e12 > peak:
+        timed = time_case(req, case, plan, ranks)
+        if peak and case.flops_per_step / statistics.median(timed.times) / 1e12 > peak:
             # the case beat the peak: the probe ran slow (another process, a clock ramping up)
             peak = max(peak, ranks.broadcast(matmul_peak_tflops(case.device, case.compute_dtype)))
             peaks[peak_key(case.device, case.compute_dtype)] = peak
         stage("metrics")
-        info = assemble(req, case, times, cuda_events, own_times, telemetry, peak, ranks)
+        info = assemble(req, case, timed, peak, ranks)
         stage("accuracy")
         acc = accuracy_fields(req, case)
         info["_reasons"].update(acc.pop("_reasons", {}))
@@ -352,4 +254,4 @@ def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
         return Outcome("skipped", request_not_run(req, "skipped", str(e), "warm-up"))
     finally:
         case.close()
-    return Outcome("ok", finish_info(info), times, peaks)
+    return Outcome("ok", finish_info(info), timed.times, peaks)

@@ -47,7 +47,7 @@ TIERS: dict[str, Tier] = {
         variants=BASE_VARIANTS,
         warmup_rounds=2,
         warmup_s=0.3,
-        min_rounds=5,
+        min_rounds=6,  # the fewest rounds with a 95% interval of the median
         max_rounds=2000,
         round_budget_s=1.5,
         case_timeout_s=70.0,
@@ -104,6 +104,9 @@ class Settings:
     accuracy: bool = True
     seed: int = 0
     inject_slowdown: float = 0.0  # for evaluating regression gates: extra work per step
+    stable_threshold: float = 0.05  # a result is stable when its median's CI half-width is within this
+    target_ci: float | None = 0.02  # timing stops early once the CI half-width is within this (None: never)
+    wait_quiet_s: float = 0.0  # before each case, wait up to this long for the machine to go quiet
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
@@ -121,6 +124,14 @@ class Settings:
             raise ValueError(f"--case-timeout must be > 0 seconds, got {self.case_timeout_s}")
         if not 0.0 <= self.inject_slowdown <= 10.0:
             raise ValueError(f"--inject-slowdown must be between 0 and 10, got {self.inject_slowdown}")
+        if not 0.0 < self.stable_threshold < 1.0:
+            raise ValueError(
+                f"--stable-threshold must be between 0 and 1 (a fraction of the median), got {self.stable_threshold}"
+            )
+        if self.target_ci is not None and not 0.0 < self.target_ci < 1.0:
+            raise ValueError(f"--target-ci must be between 0 and 1 (a fraction of the median), got {self.target_ci}")
+        if not 0.0 <= self.wait_quiet_s <= 3600:
+            raise ValueError(f"--wait-quiet must be between 0 and 3600 seconds, got {self.wait_quiet_s}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
 
