@@ -110,10 +110,11 @@ def _settings(config: pytest.Config) -> Settings:
     )
 
 
-def variant_phases() -> dict[str, tuple[str, ...]]:
+def known_variants() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Every registered variant: name -> (its phases, the variants it is compared with)."""
     from workloads.registry import VARIANTS
 
-    return {name: factory().phases for name, factory in VARIANTS.items()}
+    return {name: (v.phases, v.baselines) for name, v in ((n, f()) for n, f in VARIANTS.items())}
 
 
 def _check_results_dir(path: str) -> None:
@@ -139,7 +140,7 @@ def _check_data_dir(settings: Settings) -> None:
 
 def _preflight(config: pytest.Config, settings: Settings) -> tuple[list[CaseSpec], dict[str, str]]:
     """Every option checked before anything runs: one usage error naming what is wrong."""
-    matrix = settings.matrix(variant_phases())
+    matrix = settings.matrix(known_variants())
     faults = parse_faults(config.getoption("--inject-fault"), [spec.id for spec in matrix])
     if settings.results_dir is not None and not _collect_only(config):
         _check_results_dir(settings.results_dir)

@@ -43,6 +43,7 @@ class Session:
         self.machine_info_base: dict[str, Any] | None = None  # pytest-benchmark's, for the stream's header
         self.peaks: dict[str, float] = {}
         self.fp32_accuracy: dict[tuple[str, str, int], float] = {}
+        self.infer_rates: dict[tuple[str, str, str, int, int], float] = {}  # (variant, family, size, ws, batch)
         self.results: list[dict] = []  # every case's extra_info, in the order they ran
         self.not_ok: list[dict] = []  # pytest-benchmark JSON entries of the cases that did not end ok
 
@@ -95,6 +96,22 @@ class Session:
             return info | {"accuracy_reference": None, "accuracy_delta": None}
         return info | {"accuracy_reference": ref, "accuracy_delta": info["accuracy"] - ref}
 
+    def with_speedup(self, info: dict) -> dict:
+        """An inference result's ``speedup`` over fp32 inference of the same case in this session,
+        and, for a variant that compiles, ``speedup_vs_compiled`` over compiled fp32 inference."""
+        if info.get("status") != "ok" or info.get("phase") != "infer":
+            return info
+        case = (info["family"], info["size"], info["world_size"], info["batch_size"])
+        self.infer_rates[(info["variant"], *case)] = info["samples_per_s"]
+        out = dict(info)
+        for key, base, applies in (("speedup", "fp32", True), ("speedup_vs_compiled", "compile", info.get("compiled"))):
+            rate = self.infer_rates.get((base, *case))
+            out[key] = info["samples_per_s"] / rate if applies and rate else None
+            if out[key] is None:
+                why = f"no {base} inference of this case in the session" if applies else "the variant does not compile"
+                out["absent"] = {**out.get("absent", {}), key: why}
+        return out
+
     def record(self, item: pytest.Item, info: dict, stats: dict | None) -> None:
         self.results.append(info)
         group = f"{info['family']}-{info['size']}"
@@ -129,7 +146,7 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, spec: CaseSpec
     benchmark._mode = "benchmark.pedantic(...)"  # noqa: SLF001 (timed in the worker, as pedantic would)
     outcome = session.run(spec, benchmark)
     session.peaks.update(outcome.peaks)
-    info = clean(session.with_reference(outcome.info))  # no NaN or infinity reaches a JSON file
+    info = clean(session.with_speedup(session.with_reference(outcome.info)))  # no NaN or infinity in JSON
     stats = None
     if outcome.status == "ok":
         benchmark.extra_info.update(info)

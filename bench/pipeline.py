@@ -26,7 +26,7 @@ from .distributed import Ranks
 from .faults import with_fault
 from .settings import CaseSpec, Settings
 from .telemetry import Sampler
-from .timing import Refused, RoundPlan, plan_rounds, time_rounds, timed_step, uncertainty, warm_up
+from .timing import Refused, RoundPlan, latency, plan_rounds, time_rounds, timed_step, uncertainty, warm_up
 
 Stage = Callable[[str], None]
 
@@ -206,9 +206,11 @@ def assemble(req: CaseRequest, case, timed: Timed, peak: float | None, ranks: Ra
 
 
 def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
+    """The accuracy fields the runnable measured; its private keys (``_correct`` ...) dropped."""
     if not req.settings.accuracy:
         return {"accuracy": None, "accuracy_metric": "top1", "_reasons": {"accuracy": "disabled with --no-accuracy"}}
-    return case.runnable.accuracy()
+    fields = case.runnable.accuracy()
+    return {k: v for k, v in fields.items() if not k.startswith("_") or k == "_reasons"}
 
 
 def finish_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -246,6 +248,9 @@ def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
             peaks[peak_key(case.device, case.compute_dtype)] = peak
         stage("metrics")
         info = assemble(req, case, timed, peak, ranks)
+        if case.phase == "infer" and not req.run_once:
+            stage("latency")
+            info.update(latency(case.runnable.latency_step(), case.device, s.tier_spec.round_budget_s / 2))
         stage("accuracy")
         acc = accuracy_fields(req, case)
         info["_reasons"].update(acc.pop("_reasons", {}))

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from reports.schema import FAMILY_ORDER, SIZE_ORDER, case_id
+from reports.schema import FAMILY_ORDER, SIZE_ORDER, case_id, variant_rank
 from workloads.base import check_choice
 
 FAMILY_NAMES = FAMILY_ORDER
@@ -143,19 +143,25 @@ class Settings:
     def timeout_s(self) -> float:
         return self.case_timeout_s if self.case_timeout_s is not None else self.tier_spec.case_timeout_s
 
-    def matrix(self, variant_phases: dict[str, tuple[str, ...]]) -> list[CaseSpec]:
+    def matrix(self, variants_known: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> list[CaseSpec]:
         """Every case: the tier's families, sizes, phases and variants, narrowed or replaced by
-        options; a variant runs in the phases it has (``variant_phases``: name -> phases)."""
+        options. ``variants_known``: name -> (phases, baselines). A variant runs in the phases it
+        has; the baselines it is compared with (fp32 inference for a compressed variant) run too,
+        before it."""
         tier = self.tier_spec
         phases = self.phases or tier.phases
-        variants = self.variants or tier.variants
-        if self.variants and not any(p in variant_phases[v] for v in variants for p in phases):
-            have = "; ".join(f"{v}: {', '.join(variant_phases[v])}" for v in variants)
-            raise ValueError(f"--variant {','.join(variants)} runs in none of the phases {','.join(phases)} ({have})")
+        chosen = self.variants or tier.variants
+        if self.variants and not any(p in variants_known[v][0] for v in chosen for p in phases):
+            have = "; ".join(f"{v}: {', '.join(variants_known[v][0])}" for v in chosen)
+            raise ValueError(f"--variant {','.join(chosen)} runs in none of the phases {','.join(phases)} ({have})")
         cases = []
         for family in self.families or FAMILY_NAMES:
             sizes = self.sizes or tier.sizes[family]
             for size in sorted(sizes, key=SIZE_ORDER.index):
                 for phase in phases:
-                    cases += [CaseSpec(family, size, v, phase) for v in variants if phase in variant_phases[v]]
+                    names = {v for v in chosen if phase in variants_known[v][0]}
+                    names |= {
+                        b for v in names for b in variants_known[v][1] if phase in variants_known.get(b, ((),))[0]
+                    }
+                    cases += [CaseSpec(family, size, v, phase) for v in sorted(names, key=variant_rank)]
         return cases

@@ -179,3 +179,29 @@ def uncertainty(times: list[float], threshold: float) -> tuple[dict[str, Any], d
         return info, {"step_time_ci_s": why, "step_time_ci_rel": why, "stable": why}
     rel = ci_half_width_rel(interval, statistics.median(times))
     return info | {"step_time_ci_s": list(interval), "step_time_ci_rel": rel, "stable": rel <= threshold}, {}
+
+
+LATENCY_MIN_ROUNDS, LATENCY_MAX_ROUNDS = 20, 2000
+
+
+def latency(step: Callable[[], None], device: torch.device, budget_s: float) -> dict[str, Any]:
+    """Single-sample latency of an inference case: ``step`` (one forward pass at batch 1)
+    timed one call at a time, after 3 untimed calls (a compiled model compiles for the new shape
+    there), for about ``budget_s`` (20 to 2000 calls). p99 over fewer than 100 calls is close to
+    the maximum: ``latency_samples`` says how many there were."""
+    import numpy as np
+
+    def once() -> float:
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for _ in range(3):
+        once()
+    times = [once() for _ in range(LATENCY_MIN_ROUNDS)]
+    while sum(times) < budget_s and len(times) < LATENCY_MAX_ROUNDS:
+        times.append(once())
+    p50, p90, p99 = (float(v) for v in np.percentile(times, [50, 90, 99]))
+    return {"latency_p50_s": p50, "latency_p90_s": p90, "latency_p99_s": p99, "latency_samples": len(times)}

@@ -72,6 +72,11 @@ def size_rank(size: str) -> tuple[int, str]:
     return (SIZE_ORDER.index(size) if size in SIZE_ORDER else len(SIZE_ORDER), size)
 
 
+def phase_rank(phase: str) -> tuple[int, str]:
+    """Sort key for phases: train, infer, then unknown ones by name."""
+    return (PHASES.index(phase) if phase in PHASES else len(PHASES), phase)
+
+
 def variant_rank(variant: str) -> tuple[int, int, str]:
     """Sort key for variants: fp32 first, ``VARIANT_ORDER``, a composition after its first part."""
     first = variant.split("+", 1)[0]

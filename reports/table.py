@@ -47,7 +47,7 @@ from reports.metrics import (
     format_value,
     table_metrics,
 )
-from reports.schema import REFERENCE_VARIANT, variant_rank
+from reports.schema import REFERENCE_VARIANT, phase_rank, variant_rank
 
 FORMATS = ("github", "pipe", "html", "latex", "plain")
 NOT_RUN = "-"
@@ -87,7 +87,7 @@ def format_cell(metric: Metric, result: Result | None, reference: Result | None 
     if reference is None or reference is result:
         return text
     reference_value = reference.value(metric.key)
-    if reference_value is None or not (metric.across_phases or reference.phase == result.phase):
+    if reference_value is None:  # the reference is fp32 of the same row: the same phase
         return text
     compared = format_ratio(metric, value, reference_value)
     return text if compared is None else f"{text} ({compared})"
@@ -102,10 +102,11 @@ _ANY = METRICS["samples_per_s"]  # for cells of results that did not run: any me
 
 @dataclass(frozen=True)
 class _Group:
-    """The rows of one family and size (on one machine, at one world size)."""
+    """The rows of one family, size and phase (on one machine, at one world size)."""
 
     family: str
     size: str
+    phase: str
     machine: str
     world_size: int
 
@@ -117,49 +118,44 @@ def _groups(runs: Sequence[Run]) -> dict[_Group, dict[str, Result]]:
 
     def order(item: tuple[tuple[str, int, str], Result]) -> tuple[Any, ...]:
         (machine, world_size, _), result = item
-        return (result.order[:2], machines.index(machine), world_size)
+        return (result.order[:2], phase_rank(result.phase), machines.index(machine), world_size)
 
     groups: dict[_Group, dict[str, Result]] = {}
     for (machine, world_size, _), result in sorted(index.items(), key=order):
-        group = _Group(result.family, result.size, machine, world_size)
+        group = _Group(result.family, result.size, result.phase, machine, world_size)
         groups.setdefault(group, {})[result.variant] = result
     return groups
 
 
-def _variant_headers(results: Sequence[Result], variants: Sequence[str]) -> list[str]:
-    """Variant names, with the phase when the results mix train and infer."""
-    if len({r.phase for r in results}) <= 1:
-        return list(variants)
-    headers = []
-    for variant in variants:
-        phases = {r.phase for r in results if r.variant == variant}
-        headers.append(f"{variant} ({phases.pop()})" if len(phases) == 1 else variant)
-    return headers
-
-
 def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """The three tables for all results of ``runs``."""
+    """The tables (Throughput, Accuracy, Efficiency; Compression with inference results) of ``runs``."""
     groups = _groups(runs)
     results = [r for by_variant in groups.values() for r in by_variant.values()]
     variants = sorted({r.variant for r in results}, key=variant_rank)
     show_machine = len({g.machine for g in groups}) > 1
     show_world_size = len({g.world_size for g in groups}) > 1
-    headers = ["family", "size"] + ["machine"] * show_machine
-    headers += ["world size"] * show_world_size + ["metric"] + _variant_headers(results, variants)
+    show_phase = len({g.phase for g in groups}) > 1
+    headers = ["family", "size"] + ["phase"] * show_phase + ["machine"] * show_machine
+    headers += ["world size"] * show_world_size + ["metric"] + list(variants)
     caption = (
         f"In parentheses: the ratio to {REFERENCE_VARIANT} in the same row (x), or the"
         " difference in percentage points (pp). A cell without a number says why;"
         f" {NOT_RUN} means not run."
     )
-    if len({r.phase for r in results}) > 1:
-        caption += " Per-step costs are compared only within the same phase (train or infer)."
+    if show_phase:
+        caption += f" Each row compares a phase (train or infer) with {REFERENCE_VARIANT} in that phase."
 
     tables = []
     for name in TABLES:
+        keys = [m.key for m in table_metrics(name)]
+        if not any(r.value(k) is not None for r in results for k in keys):
+            continue  # a table nothing in the input measures (Compression without inference) is left out
         rows: list[list[str]] = []
         left_out: dict[tuple[str, str], list[str]] = {}  # (metric, reasons) -> groups
         for group, by_variant in groups.items():
-            key = [group.family, group.size] + [group.machine] * show_machine
+            if name == "compression" and group.phase != "infer":
+                continue
+            key = [group.family, group.size] + [group.phase] * show_phase + [group.machine] * show_machine
             key += [str(group.world_size)] * show_world_size
             reference = by_variant.get(REFERENCE_VARIANT)
             cells = [by_variant.get(v) for v in variants]
@@ -173,7 +169,8 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
                 if absent and not measured:
                     # measured nowhere in this row although some variants ran: a note, not a row
                     reasons = "; ".join(dict.fromkeys(r.absent_reason(metric.key) for r in absent))
-                    where = f"{group.family}-{group.size}" + f" on {group.machine}" * show_machine
+                    where = f"{group.family}-{group.size}" + f" ({group.phase})" * show_phase
+                    where += f" on {group.machine}" * show_machine
                     where += f" at world size {group.world_size}" * show_world_size
                     left_out.setdefault((metric.label, reasons), []).append(where)
                     continue

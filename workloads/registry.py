@@ -19,6 +19,7 @@ from reports.schema import PHASES, SIZE_ORDER, case_id
 
 from .base import Unsupported, Workload, check_choice
 from .cnn import CNN
+from .compressed import Distill, Int8, Int8WeightOnly, LowRank, Prune, PruneUnstructured
 from .context import CaseContext
 from .dense import Dense
 from .probe import synchronize
@@ -36,6 +37,12 @@ VARIANTS: dict[str, VariantFactory] = {
     "amp-bf16": functools.partial(AMP, torch.bfloat16),
     "amp-fp16": functools.partial(AMP, torch.float16),
     **ZERO_VARIANTS,
+    "int8": Int8,
+    "int8-wo": Int8WeightOnly,
+    "prune": Prune,
+    "prune-unstructured": PruneUnstructured,
+    "lowrank": LowRank,
+    "distill": Distill,
 }
 
 

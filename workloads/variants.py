@@ -100,6 +100,8 @@ class Variant:
     compute_dtype: torch.dtype = torch.float32
     # modules a worker process may import before the case starts (heavy, side-effect free)
     preload: tuple[str, ...] = ()
+    # variants this one is compared with in the same phase: a session that runs it runs them too
+    baselines: tuple[str, ...] = ()
 
     def check(self, device: torch.device, world_size: int) -> None:
         """Raise Unsupported with the reason when this variant cannot run here."""
@@ -244,7 +246,17 @@ class TrainVariant(Variant):
 
 
 class FP32(TrainVariant):
+    """Plain fp32: training steps; in the infer phase, the trained reference's forward pass."""
+
     name = "fp32"
+    phases = ("train", "infer")
+
+    def build(self, ctx: CaseContext) -> Runnable:
+        if ctx.phase == "infer":
+            from .compressed import reference_step  # the compressed variants' module: its imports are lazy
+
+            return reference_step(ctx)
+        return super().build(ctx)
 
     def trainer(self, model, loss_fn, lr, device, world_size):
         return TorchTrainer(model, loss_fn, lr, device, world_size=world_size)
@@ -300,6 +312,16 @@ class ForwardStep:
     def step(self) -> None:
         with torch.inference_mode():
             self.model(self.inputs)
+
+    def latency_step(self) -> Callable[[], None]:
+        """One forward pass of a single sample (latency at batch 1)."""
+        one = self.inputs[:1]
+
+        def step() -> None:
+            with torch.inference_mode():
+                self.model(one)
+
+        return step
 
     def params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
