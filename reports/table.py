@@ -148,8 +148,8 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
     tables = []
     for name in TABLES:
         keys = [m.key for m in table_metrics(name)]
-        if not any(r.value(k) is not None for r in results for k in keys):
-            continue  # a table nothing in the input measures (Compression without inference) is left out
+        if name == "compression" and not any(r.value(k) is not None for r in results for k in keys):
+            continue  # no inference results: no Compression table
         rows: list[list[str]] = []
         left_out: dict[tuple[str, str], list[str]] = {}  # (metric, reasons) -> groups
         for group, by_variant in groups.items():
