@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def reference_key(ctx: CaseContext) -> dict[str, Any]:
         "batch": w.accuracy_batch_size,
         "lr": w.accuracy_lr,
         "data": data_fingerprint(ctx.data_dir),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
 
 
@@ -104,7 +105,7 @@ def trained_reference(ctx: CaseContext) -> tuple[nn.Module, dict[str, Any]]:
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
             return model.to(ctx.device).eval(), {"cached": True, "train_s": state["train_s"], "path": str(path)}
-        except (OSError, RuntimeError, KeyError, EOFError):  # a corrupt file: train again
+        except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError):  # a bad file: train again
             path.unlink(missing_ok=True)
     start = time.perf_counter()
     trained = train_reference(ctx)
