@@ -142,7 +142,7 @@ def plan_rounds(req: CaseRequest, case, warm: float) -> int:
     rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
     projected = warm * rounds
     task = accuracy_flops(case.family, case.size, case.phase) if s.accuracy else 0.0
-    projected += warm * task * case.world_size / case.flops_per_step
+    projected += warm * task * case.data_ranks / case.flops_per_step
     if projected > s.timeout_s:
         raise Refused(
             f"projected {projected:.0f}s from the measured warm-up step of {warm:.3g}s "
@@ -263,12 +263,14 @@ def measured_info(case, step_times: list[float], cuda_events: bool, peak: float 
 
 # Why a metric can be absent for reasons of the case itself (other reasons come from the sources).
 def default_absent(info: dict[str, Any]) -> dict[str, str]:
+    no_state = f"no training state in the {info['phase']} phase"
+    no_formula = f"no formula for variant {info['variant']}" if info["phase"] == "train" else no_state
     return {
         "tokens_per_s": f"{info['family']} is not a sequence model",
         "peak_tflops": f"no matmul probe for {info.get('dtype')}",
         "mfu": "no peak to compare with",
-        "model_state_bytes": f"no training state in the {info['phase']} phase",
-        "model_state_bytes_predicted": f"no formula for variant {info['variant']}",
+        "model_state_bytes": no_state,
+        "model_state_bytes_predicted": no_formula,
     }
 
 
@@ -290,7 +292,10 @@ def assemble(req: CaseRequest, case, step_times, cuda_events, own_times, telemet
     info.update(telemetry)
     runnable = case.runnable
     info["model_state_bytes"] = runnable.model_state_bytes()
-    info["model_state_bytes_predicted"] = case.variant_obj.predicted_state_bytes(case.params, case.world_size)
+    own_prediction = getattr(runnable, "predicted_state_bytes", None)  # a trainer that knows its shard
+    info["model_state_bytes_predicted"] = (
+        own_prediction() if own_prediction else case.variant_obj.predicted_state_bytes(case.params, case.world_size)
+    )
     info["model_bytes"] = runnable.model_bytes()
     more = runnable.extra_info()
     reasons.update(more.pop("absent", {}))

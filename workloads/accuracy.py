@@ -35,7 +35,8 @@ def evaluate(ctx: CaseContext, predict: Callable[[torch.Tensor], torch.Tensor]) 
 
 def train_and_evaluate(ctx: CaseContext, make_trainer: Callable[[nn.Module], Any]) -> dict[str, Any]:
     """Train a fresh model seeded with ``ctx.seed`` through ``make_trainer(model)`` on the real
-    task for the family's budget (each rank its own shard of every batch), then evaluate it."""
+    task for the family's budget (each data-parallel rank its own shard of every batch; ranks
+    that share a batch, a pipeline's, all get the same one), then evaluate it."""
     w = ctx.workload
     task = load_task(ctx.data_dir)
     steps = w.accuracy_steps if ctx.accuracy_steps is None else ctx.accuracy_steps
@@ -44,13 +45,13 @@ def train_and_evaluate(ctx: CaseContext, make_trainer: Callable[[nn.Module], Any
     trainer = make_trainer(w.build_model())
     try:
         x_train = w.encode_images(task.x_train)
-        n, bs, rank = len(task.y_train), w.accuracy_batch_size, ctx.rank
+        n, bs, rank, ranks = len(task.y_train), w.accuracy_batch_size, ctx.data_rank, ctx.data_ranks
         order, pos = torch.randperm(n, generator=gen), 0
         for _ in range(steps):
-            if pos + bs * ctx.world_size > n:
+            if pos + bs * ranks > n:
                 order, pos = torch.randperm(n, generator=gen), 0
             idx = order[pos + rank * bs : pos + (rank + 1) * bs]
-            pos += bs * ctx.world_size
+            pos += bs * ranks
             trainer.train_step(x_train[idx].to(ctx.device), task.y_train[idx].to(ctx.device))
         result = evaluate(ctx, trainer.predict)
     finally:
