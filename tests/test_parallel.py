@@ -256,6 +256,7 @@ def test_compile_loss_matches_eager_and_reports_compile_time():
     info = trainer.extra_info()
     assert info["graph_breaks"] == 0 and info["compiled_graphs"] >= 1
     assert info["first_step_s"] > info["compile_s"] > 0 and not info["absent"]
+    assert info["compile_cache_hits"] + info["compile_cache_misses"] >= 1  # forward and backward graphs
 
 
 @pytest.mark.slow

@@ -13,7 +13,10 @@ variant times that call itself and reports, apart from the steady step:
 - ``compile_s``: the first step's time minus the median of the next ``STEADY_STEPS`` steps (what
   compiling added); ``first_step_s`` the first step's whole time;
 - ``graph_breaks``: graph breaks dynamo met while compiling (``torch._dynamo`` counters, reasons
-  summed); ``compiled_graphs`` the graphs it made (``unique_graphs``).
+  summed); ``compiled_graphs`` the graphs it made (``unique_graphs``);
+- ``compile_cache_hits``, ``compile_cache_misses``: inductor's FX-graph cache over the first step.
+  A hit reuses code compiled by an earlier process (``/tmp/torchinductor_$USER``): compile_s is
+  then seconds where a cold compile takes tens of seconds on a small CPU.
 
 Quality (the accuracy task) is evaluated with the eager module in training (same weights; the
 compiled step is what trained them) and with the compiled model in inference.
@@ -39,11 +42,22 @@ PRECISIONS: dict[str, torch.dtype | None] = {"": None, "+bf16": torch.bfloat16}
 STEADY_STEPS = 5  # steps after the first whose median is the steady step compile_s is taken against
 
 
-def dynamo_counts() -> tuple[int, int]:
-    """(graph breaks, unique graphs) dynamo has counted in this process so far."""
+COUNTS = {  # result key -> (counter group, counter or None: the group's sum)
+    "graph_breaks": ("graph_break", None),
+    "compiled_graphs": ("stats", "unique_graphs"),
+    "compile_cache_hits": ("inductor", "fxgraph_cache_hit"),
+    "compile_cache_misses": ("inductor", "fxgraph_cache_miss"),
+}
+
+
+def dynamo_counts() -> dict[str, int]:
+    """The ``COUNTS`` torch._dynamo has counted in this process so far."""
     from torch._dynamo.utils import counters
 
-    return sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"]
+    return {
+        key: sum(counters[group].values()) if name is None else counters[group][name]
+        for key, (group, name) in COUNTS.items()
+    }
 
 
 class CompileClock:
@@ -53,8 +67,7 @@ class CompileClock:
     def __init__(self) -> None:
         self.first_s: float | None = None
         self.steady: list[float] = []
-        self.graph_breaks: int | None = None
-        self.graphs: int | None = None
+        self.counts: dict[str, int | None] = dict.fromkeys(COUNTS)
 
     def timed(self, call: Callable[[], Any]) -> Any:
         if self.first_s is not None and len(self.steady) >= STEADY_STEPS:
@@ -68,17 +81,16 @@ class CompileClock:
         else:
             self.first_s = elapsed
             after = dynamo_counts()
-            self.graph_breaks, self.graphs = after[0] - before[0], after[1] - before[1]
+            self.counts = {key: after[key] - before[key] for key in COUNTS}
         return out
 
     def info(self) -> dict[str, Any]:
-        """``compile_s``, ``first_step_s``, ``graph_breaks``, ``compiled_graphs`` and ``absent``."""
+        """``compile_s``, ``first_step_s``, the ``COUNTS`` and ``absent``."""
         steady = statistics.median(self.steady) if self.steady else None
         out: dict[str, Any] = {
             "first_step_s": self.first_s,
             "compile_s": self.first_s - steady if self.first_s is not None and steady is not None else None,
-            "graph_breaks": self.graph_breaks,
-            "compiled_graphs": self.graphs,
+            **self.counts,
         }
         reason = "the compiled step has not run" if self.first_s is None else "no step after the first ran"
         out["absent"] = {k: reason for k, v in out.items() if v is None}

@@ -59,6 +59,7 @@ def rows(infos: list[dict]) -> list[dict]:
                 "bubble_ideal": i.get("bubble_ideal"),
                 "compile_s": i.get("compile_s"),
                 "graph_breaks": i.get("graph_breaks"),
+                "compile_cache_hits": i.get("compile_cache_hits"),
                 "peak_mem_bytes": i.get("peak_mem_bytes"),
             }
         )
