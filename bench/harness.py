@@ -42,7 +42,7 @@ class Session:
         self.stream: ResultsStream | None = None
         self.machine_info_base: dict[str, Any] | None = None  # pytest-benchmark's, for the stream's header
         self.peaks: dict[str, float] = {}
-        self.fp32_accuracy: dict[tuple[str, str, int], float] = {}
+        self.fp32_accuracy: dict[tuple[str, str, str, int], float] = {}
         self.infer_rates: dict[tuple[str, str, str, int, int], float] = {}  # (variant, family, size, ws, batch)
         self.results: list[dict] = []  # every case's extra_info, in the order they ran
         self.not_ok: list[dict] = []  # pytest-benchmark JSON entries of the cases that did not end ok
@@ -82,12 +82,14 @@ class Session:
         return outcome
 
     def with_reference(self, info: dict) -> dict:
-        """``accuracy_reference``/``accuracy_delta`` against fp32 training of the same case
-        (an inference variant brings its own reference: its trained fp32 model's accuracy)."""
+        """``accuracy_reference``/``accuracy_delta`` against fp32 of the same case and phase
+        (a compressed variant brings its own: the trained reference's, on the same samples)."""
         if info.get("status") != "ok" or info.get("accuracy") is None or "accuracy_reference" in info:
+            if info.get("variant") == REFERENCE_VARIANT and info.get("accuracy") is not None:
+                self.fp32_accuracy[(info["family"], info["size"], info["phase"], info["world_size"])] = info["accuracy"]
             return info
-        key = (info["family"], info["size"], info["world_size"])
-        if info["variant"] == REFERENCE_VARIANT and info["phase"] == "train":
+        key = (info["family"], info["size"], info["phase"], info["world_size"])
+        if info["variant"] == REFERENCE_VARIANT:
             self.fp32_accuracy[key] = info["accuracy"]
         ref = self.fp32_accuracy.get(key)
         if ref is None:

@@ -162,12 +162,14 @@ def measured_info(case, step_times: list[float], cuda_events: bool, peak: float 
 
 # Why a metric can be absent for reasons of the case itself (other reasons come from the sources).
 def default_absent(info: dict[str, Any]) -> dict[str, str]:
+    no_state = f"no training state in the {info['phase']} phase"
+    no_formula = f"no formula for variant {info['variant']}" if info["phase"] == "train" else no_state
     return {
         "tokens_per_s": f"{info['family']} is not a sequence model",
         "peak_tflops": f"no matmul probe for {info.get('dtype')}",
         "mfu": "no peak to compare with",
-        "model_state_bytes": f"no training state in the {info['phase']} phase",
-        "model_state_bytes_predicted": f"no formula for variant {info['variant']}",
+        "model_state_bytes": no_state,
+        "model_state_bytes_predicted": no_formula,
     }
 
 
@@ -192,7 +194,10 @@ def assemble(req: CaseRequest, case, timed: Timed, peak: float | None, ranks: Ra
     info.update(telemetry)
     runnable = case.runnable
     info["model_state_bytes"] = runnable.model_state_bytes()
-    info["model_state_bytes_predicted"] = case.variant_obj.predicted_state_bytes(case.params, case.world_size)
+    own_prediction = getattr(runnable, "predicted_state_bytes", None)  # a trainer that knows its shard
+    info["model_state_bytes_predicted"] = (
+        own_prediction() if own_prediction else case.variant_obj.predicted_state_bytes(case.params, case.world_size)
+    )
     info["model_bytes"] = runnable.model_bytes()
     more = runnable.extra_info()
     reasons.update(more.pop("absent", {}))

@@ -81,7 +81,7 @@ def plan_rounds(s: Settings, case, warm: float, run_once: bool = False) -> Round
     rounds = int(min(tier.max_rounds, max(tier.min_rounds, by_budget)))
     projected = warm * rounds
     task = accuracy_flops(case.family, case.size, case.phase) if s.accuracy else 0.0
-    projected += warm * task * case.world_size / case.flops_per_step
+    projected += warm * task * case.data_ranks / case.flops_per_step
     if projected > s.timeout_s:
         raise Refused(
             f"projected {projected:.0f}s from the measured warm-up step of {warm:.3g}s "

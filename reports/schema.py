@@ -33,6 +33,7 @@ VARIANT_ORDER: tuple[str, ...] = (
     "fsdp2",
     "fsdp2-grad-op",
     "pipeline",
+    "pipeline-gpipe",
     "tp",
     "int8",
     "int8-wo",

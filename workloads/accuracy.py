@@ -58,17 +58,18 @@ def evaluate(ctx: CaseContext, predict: Callable[[torch.Tensor], torch.Tensor], 
 
 
 def batches(ctx: CaseContext, steps: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``steps`` training batches of the fit split, this rank's shard of each, on the device."""
+    """``steps`` training batches of the fit split, this rank's shard of each, on the device (each
+    data-parallel rank its own shard; ranks that share a batch, a pipeline's, the same one)."""
     w = ctx.workload
     x, y = split(ctx, "fit")
     gen = torch.Generator().manual_seed(seed)
-    n, bs, rank = len(y), w.accuracy_batch_size, ctx.rank
+    n, bs, rank, ranks = len(y), w.accuracy_batch_size, ctx.data_rank, ctx.data_ranks
     order, pos = torch.randperm(n, generator=gen), 0
     for _ in range(steps):
-        if pos + bs * ctx.world_size > n:
+        if pos + bs * ranks > n:
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos + rank * bs : pos + (rank + 1) * bs]
-        pos += bs * ctx.world_size
+        pos += bs * ranks
         yield x[idx].to(ctx.device), y[idx].to(ctx.device)
 
 

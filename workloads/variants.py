@@ -71,13 +71,14 @@ def tensor_bytes(tensors, seen: set[int] | None = None) -> int:
     """Bytes of distinct storages among ``tensors`` (shared or tied tensors count once).
 
     ``seen`` holds the storages already counted and is updated, so several calls can share it.
-    Meta tensors hold no memory and are skipped.
+    Meta tensors hold no memory and are skipped; a DTensor counts its local shard.
     """
     seen = set() if seen is None else seen
     total = 0
     for t in tensors:
         if t is None or not isinstance(t, torch.Tensor) or t.device.type == "meta":
             continue
+        t = getattr(t, "_local_tensor", t)  # DTensor (FSDP2, tensor parallel): this rank's shard
         storage = t.untyped_storage()
         key = storage.data_ptr()
         if key in seen or storage.nbytes() == 0:
@@ -102,6 +103,10 @@ class Variant:
     preload: tuple[str, ...] = ()
     # variants this one is compared with in the same phase: a session that runs it runs them too
     baselines: tuple[str, ...] = ()
+    # Each rank steps on its own batch (DDP, ZeRO, FSDP): a step over world size N processes
+    # N x batch_size samples. False (pipeline, tensor parallel): the ranks share one batch, a
+    # step processes batch_size samples whatever N (``Case.samples_per_step``).
+    data_parallel: bool = True
 
     def check(self, device: torch.device, world_size: int) -> None:
         """Raise Unsupported with the reason when this variant cannot run here."""
@@ -209,6 +214,14 @@ class TrainStep:
 
     def model_state_bytes(self) -> int | None:
         return self.trainer.model_state_bytes()
+
+    def predicted_state_bytes(self) -> int | None:
+        """The variant's formula; a trainer that knows more of the model (which parameters a
+        pipeline stage or a tensor-parallel rank holds) gives its own."""
+        own = getattr(self.trainer, "predicted_state_bytes", None)
+        if own is not None:
+            return own()
+        return self.variant.predicted_state_bytes(self.n_params, self.ctx.world_size)
 
     def model_bytes(self) -> int:
         own = getattr(self.trainer, "model_bytes", None)  # ZeRO-3 holds only partitions: it counts itself
@@ -331,6 +344,9 @@ class ForwardStep:
 
     def model_state_bytes(self) -> int | None:
         return None  # no training state: absent
+
+    def predicted_state_bytes(self) -> int | None:
+        return None
 
     def model_bytes(self) -> int:
         return tensor_bytes([*self.module.parameters(), *self.module.buffers()])
