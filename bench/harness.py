@@ -84,13 +84,13 @@ class Session:
     def with_reference(self, info: dict) -> dict:
         """``accuracy_reference``/``accuracy_delta`` against fp32 of the same case and phase
         (a compressed variant brings its own: the trained reference's, on the same samples)."""
-        if info.get("status") != "ok" or info.get("accuracy") is None or "accuracy_reference" in info:
-            if info.get("variant") == REFERENCE_VARIANT and info.get("accuracy") is not None:
-                self.fp32_accuracy[(info["family"], info["size"], info["phase"], info["world_size"])] = info["accuracy"]
+        if info.get("status") != "ok" or info.get("accuracy") is None:
             return info
         key = (info["family"], info["size"], info["phase"], info["world_size"])
         if info["variant"] == REFERENCE_VARIANT:
             self.fp32_accuracy[key] = info["accuracy"]
+        if "accuracy_reference" in info:
+            return info
         ref = self.fp32_accuracy.get(key)
         if ref is None:
             why = f"no {REFERENCE_VARIANT} accuracy for {info['family']}-{info['size']} in this session"

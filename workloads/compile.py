@@ -36,7 +36,7 @@ from torch import nn
 
 from .base import Unsupported
 from .context import CaseContext
-from .variants import ForwardStep, InferVariant, Runnable, TorchTrainer, TrainVariant
+from .variants import ForwardStep, Runnable, TorchTrainer, TrainVariant
 
 PRECISIONS: dict[str, torch.dtype | None] = {"": None, "+bf16": torch.bfloat16}
 STEADY_STEPS = 5  # steps after the first whose median is the steady step compile_s is taken against
