@@ -63,6 +63,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="before each case, wait up to S seconds for other processes to leave the CPUs (default 0: do not wait)",
     )
     g.addoption(
+        "--interleave",
+        action="store_true",
+        help="time the variants of each family, size and phase side by side, in turns (ABBA), so their ratios"
+        " see the same machine",
+    )
+    g.addoption(
         "--no-isolation",
         action="store_true",
         help="run the cases in the pytest process (for a debugger): no watchdog, a crash ends the session",
@@ -107,6 +113,7 @@ def _settings(config: pytest.Config) -> Settings:
         stable_threshold=opt("--stable-threshold"),
         target_ci=opt("--target-ci") or None,
         wait_quiet_s=opt("--wait-quiet"),
+        interleave=opt("--interleave"),
     )
 
 
@@ -154,6 +161,8 @@ def _collect_only(config: pytest.Config) -> bool:
 
 def _executor(config: pytest.Config, settings: Settings, ranks: distributed.Ranks, matrix: list[CaseSpec]):
     if ranks.active or config.getoption("--no-isolation"):
+        if settings.interleave:
+            raise ValueError("--interleave runs each variant in its own worker: not with --no-isolation or a launcher")
         return InProcess(ranks)
     from workloads.registry import VARIANTS
 
@@ -185,7 +194,10 @@ def pytest_configure(config: pytest.Config) -> None:
         for name, off in (("benchmark_json", None), ("benchmark_save", None), ("benchmark_autosave", False)):
             if hasattr(config.option, name):
                 setattr(config.option, name, off)
-    executor = _executor(config, settings, ranks, matrix) if not _collect_only(config) else InProcess(ranks)
+    try:
+        executor = _executor(config, settings, ranks, matrix) if not _collect_only(config) else InProcess(ranks)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
     session = Session(settings, executor, ranks, faults, matrix)
     config.stash[SESSION_KEY] = session
     executor.start()

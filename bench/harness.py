@@ -44,6 +44,7 @@ class Session:
         self.peaks: dict[str, float] = {}
         self.fp32_accuracy: dict[tuple[str, str, str, int], float] = {}
         self.infer_rates: dict[tuple[str, str, str, int, int], float] = {}  # (variant, family, size, ws, batch)
+        self.grouped: dict[str, Outcome] = {}  # --interleave: outcomes of the cases their group ran
         self.results: list[dict] = []  # every case's extra_info, in the order they ran
         self.not_ok: list[dict] = []  # pytest-benchmark JSON entries of the cases that did not end ok
 
@@ -66,8 +67,8 @@ class Session:
             session_root=os.getpid(),
         )
 
-    def run(self, spec: CaseSpec, benchmark) -> Outcome:
-        """The preflight here, then the case where the executor runs it."""
+    def prepare(self, spec: CaseSpec, benchmark) -> CaseRequest | Outcome:
+        """The preflight here: the case's request, or its Outcome when it will not run."""
         s = self.settings
         try:
             peak = preflight(spec, s, self.ranks, self.peaks, self.executor.probe)
@@ -75,11 +76,39 @@ class Session:
             return Outcome("skipped", not_run_info(spec, s.device, s.world_size, "skipped", str(e), "preflight"))
         except RuntimeError as e:  # the peak probe failed
             return Outcome("error", not_run_info(spec, s.device, s.world_size, "error", str(e), "preflight"))
-        quiet = wait_for_quiet(s.wait_quiet_s, os.getpid()) if s.wait_quiet_s else None
-        outcome = self.executor.run(self.request(spec, benchmark, peak))
+        return self.request(spec, benchmark, peak)
+
+    def run(self, spec: CaseSpec, benchmark) -> Outcome:
+        """The case where the executor runs it (with --interleave: its group's, side by side)."""
+        if self.settings.interleave:
+            return self.run_in_group(spec, benchmark)
+        prepared = self.prepare(spec, benchmark)
+        if isinstance(prepared, Outcome):
+            return prepared
+        quiet = self.wait_quiet()
+        outcome = self.executor.run(prepared)
         if quiet is not None:
             outcome.info["quiet_wait"] = quiet
         return outcome
+
+    def run_in_group(self, spec: CaseSpec, benchmark) -> Outcome:
+        """The first case of a family, size and phase runs the whole group in turns; the
+        others take their Outcome from it."""
+        if spec.id not in self.grouped:
+            group = [c for c in self.matrix if (c.family, c.size, c.phase) == (spec.family, spec.size, spec.phase)]
+            prepared = {c.id: self.prepare(c, benchmark) for c in group}
+            requests = [p for p in prepared.values() if isinstance(p, CaseRequest)]
+            quiet = self.wait_quiet()
+            done = self.executor.run_group(requests) if requests else {}
+            for case_id, p in prepared.items():
+                self.grouped[case_id] = p if isinstance(p, Outcome) else done[case_id]
+                if quiet is not None:
+                    self.grouped[case_id].info["quiet_wait"] = quiet
+        return self.grouped.pop(spec.id)
+
+    def wait_quiet(self) -> dict | None:
+        s = self.settings
+        return wait_for_quiet(s.wait_quiet_s, os.getpid()) if s.wait_quiet_s else None
 
     def with_reference(self, info: dict) -> dict:
         """``accuracy_reference``/``accuracy_delta`` against fp32 of the same case and phase

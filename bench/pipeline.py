@@ -229,39 +229,51 @@ def finish_info(info: dict[str, Any]) -> dict[str, Any]:
 # the pipeline
 
 
+def build(req: CaseRequest, stage: Stage):
+    """Stage ``build``: the case, or Refused where it cannot run here."""
+    s = req.settings
+    stage("build")
+    try:
+        return build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
+                          s.seed, req.phase)  # fmt: skip
+    except Unsupported as e:
+        raise Refused(str(e)) from None
+
+
+def conclude(req: CaseRequest, case, timed: Timed, ranks: Ranks, stage: Stage) -> Outcome:
+    """After the timed rounds: the result's metrics, latency (inference) and accuracy."""
+    peak, peaks = req.peak, {}
+    if peak and case.flops_per_step / statistics.median(timed.times) / 1e12 > peak:
+        # the case beat the peak: the probe ran slow (another process, a clock ramping up)
+        peak = max(peak, ranks.broadcast(matmul_peak_tflops(case.device, case.compute_dtype)))
+        peaks[peak_key(case.device, case.compute_dtype)] = peak
+    stage("metrics")
+    info = assemble(req, case, timed, peak, ranks)
+    if case.phase == "infer" and not req.run_once:
+        stage("latency")
+        info.update(latency(case.runnable.latency_step(), case.device, req.settings.tier_spec.round_budget_s / 2))
+    stage("accuracy")
+    acc = accuracy_fields(req, case)
+    info["_reasons"].update(acc.pop("_reasons", {}))
+    info.update(acc)
+    return Outcome("ok", finish_info(info), timed.times, peaks)
+
+
 def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
     """Run one case that passed the preflight (``bench.preflight``); a refusal when it is built,
     or when its measured warm-up step projects it past the timeout, becomes ``skipped``.
     Exceptions propagate to the caller, which records them with the stage they happened in."""
-    s, peak = req.settings, req.peak
+    case = None
     try:
-        stage("build")
-        case = build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
-                          s.seed, req.phase)  # fmt: skip
-    except Unsupported as e:
-        return Outcome("skipped", request_not_run(req, "skipped", str(e), "build"))
-    peaks: dict[str, float] = {}
-    try:
+        case = build(req, stage)
         stage("warm-up")
-        warm = warm_up(case, s.tier_spec, ranks) if not req.run_once else 0.0
-        plan = plan_rounds(s, case, warm, req.run_once)
+        warm = warm_up(case, req.settings.tier_spec, ranks) if not req.run_once else 0.0
+        plan = plan_rounds(req.settings, case, warm, req.run_once)
         stage("timing")
-        timed = time_case(req, case, plan, ranks)
-        if peak and case.flops_per_step / statistics.median(timed.times) / 1e12 > peak:
-            # the case beat the peak: the probe ran slow (another process, a clock ramping up)
-            peak = max(peak, ranks.broadcast(matmul_peak_tflops(case.device, case.compute_dtype)))
-            peaks[peak_key(case.device, case.compute_dtype)] = peak
-        stage("metrics")
-        info = assemble(req, case, timed, peak, ranks)
-        if case.phase == "infer" and not req.run_once:
-            stage("latency")
-            info.update(latency(case.runnable.latency_step(), case.device, s.tier_spec.round_budget_s / 2))
-        stage("accuracy")
-        acc = accuracy_fields(req, case)
-        info["_reasons"].update(acc.pop("_reasons", {}))
-        info.update(acc)
+        return conclude(req, case, time_case(req, case, plan, ranks), ranks, stage)
     except Refused as e:
-        return Outcome("skipped", request_not_run(req, "skipped", str(e), "warm-up"))
+        where = "build" if case is None else "warm-up"
+        return Outcome("skipped", request_not_run(req, "skipped", str(e), where))
     finally:
-        case.close()
-    return Outcome("ok", finish_info(info), timed.times, peaks)
+        if case is not None:
+            case.close()

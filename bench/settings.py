@@ -107,6 +107,7 @@ class Settings:
     stable_threshold: float = 0.05  # a result is stable when its median's CI half-width is within this
     target_ci: float | None = 0.02  # timing stops early once the CI half-width is within this (None: never)
     wait_quiet_s: float = 0.0  # before each case, wait up to this long for the machine to go quiet
+    interleave: bool = False  # the variants of a family, size and phase timed side by side, in turns
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
@@ -132,6 +133,8 @@ class Settings:
             raise ValueError(f"--target-ci must be between 0 and 1 (a fraction of the median), got {self.target_ci}")
         if not 0.0 <= self.wait_quiet_s <= 3600:
             raise ValueError(f"--wait-quiet must be between 0 and 3600 seconds, got {self.wait_quiet_s}")
+        if self.interleave and self.world_size > 1:
+            raise ValueError("--interleave times single-rank cases side by side; drop --world-size or --interleave")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
 
