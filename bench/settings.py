@@ -12,6 +12,7 @@ from workloads.base import check_choice
 
 FAMILY_NAMES = FAMILY_ORDER
 BASE_VARIANTS = ("fp32", "amp-bf16", "amp-fp16")
+COMPRESSED_VARIANTS = ("int8", "int8-wo", "prune", "prune-unstructured", "lowrank", "distill")
 
 
 class CaseSpec(NamedTuple):
@@ -38,6 +39,8 @@ class Tier:
     round_budget_s: float  # timed rounds fill about this much time, within min/max
     case_timeout_s: float  # default for --case-timeout (and the watchdog's limit)
     phases: tuple[str, ...] = ("train",)
+    # sizes the compressed variants run at (l and xl only in the full tier); None: all of the tier's
+    compress_sizes: tuple[str, ...] | None = ("xs", "s", "m")
 
 
 TIERS: dict[str, Tier] = {
@@ -54,7 +57,8 @@ TIERS: dict[str, Tier] = {
     ),
     "standard": Tier(
         sizes={f: ("xs", "s", "m") for f in FAMILY_NAMES},
-        variants=BASE_VARIANTS + ("zero1", "zero2", "zero3"),
+        variants=BASE_VARIANTS + ("compile", "zero1", "zero2", "zero3", "fsdp2") + COMPRESSED_VARIANTS,
+        phases=("train", "infer"),
         warmup_rounds=3,
         warmup_s=1.0,
         min_rounds=10,
@@ -64,13 +68,17 @@ TIERS: dict[str, Tier] = {
     ),
     "full": Tier(
         sizes={f: SIZE_ORDER for f in FAMILY_NAMES},
-        variants=BASE_VARIANTS + ("zero1", "zero2", "zero3", "zero3-offload"),
+        variants=BASE_VARIANTS
+        + ("compile", "zero1", "zero2", "zero3", "zero3-offload", "fsdp2", "fsdp2-grad-op", "pipeline", "tp")
+        + COMPRESSED_VARIANTS,
+        phases=("train", "infer"),
         warmup_rounds=5,
         warmup_s=2.0,
         min_rounds=20,
         max_rounds=20000,
         round_budget_s=15.0,
         case_timeout_s=3600.0,
+        compress_sizes=None,
     ),
 }
 
@@ -146,6 +154,11 @@ class Settings:
     def timeout_s(self) -> float:
         return self.case_timeout_s if self.case_timeout_s is not None else self.tier_spec.case_timeout_s
 
+    def _tier_runs(self, variant: str, size: str) -> bool:
+        """The tier's own matrix compresses up to ``compress_sizes``; variants asked for by name run."""
+        limit = self.tier_spec.compress_sizes
+        return bool(self.variants) or limit is None or variant not in COMPRESSED_VARIANTS or size in limit
+
     def matrix(self, variants_known: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> list[CaseSpec]:
         """Every case: the tier's families, sizes, phases and variants, narrowed or replaced by
         options. ``variants_known``: name -> (phases, baselines). A variant runs in the phases it
@@ -162,7 +175,7 @@ class Settings:
             sizes = self.sizes or tier.sizes[family]
             for size in sorted(sizes, key=SIZE_ORDER.index):
                 for phase in phases:
-                    names = {v for v in chosen if phase in variants_known[v][0]}
+                    names = {v for v in chosen if phase in variants_known[v][0] and self._tier_runs(v, size)}
                     names |= {
                         b for v in names for b in variants_known[v][1] if phase in variants_known.get(b, ((),))[0]
                     }
