@@ -45,8 +45,9 @@ import torch
 from torch import nn
 
 from .base import Unsupported
-from .variants import LossFn, TrainVariant, optimizer_state_tensors, tensor_bytes
-from .zero import StateBytes, count_storages, ensure_process_group
+from .state import PeakMeter, StateBytes, count_storages, optimizer_state_tensors, tensor_bytes
+from .variants import LossFn, TrainVariant
+from .zero import ensure_process_group
 
 BASES: dict[str, bool | None] = {"fsdp2": None, "fsdp2-grad-op": False}  # name -> reshard_after_forward
 PRECISIONS: dict[str, torch.dtype] = {"": torch.float32, "+bf16": torch.bfloat16}
@@ -130,36 +131,18 @@ def held_state(model: nn.Module, optimizer: torch.optim.Optimizer, moment: str =
     return FSDPStateBytes(params, got["grads"], got["optimizer"], moment, got["unsharded"], tensor_bytes(gathered))
 
 
-class StateMeter:
-    """Samples ``held_state`` through one step (see the module docstring); keeps the largest
-    total, and the largest temporary buffers apart."""
+class StateMeter(PeakMeter):
+    """Samples ``held_state`` through one step (see the module docstring), after the gradient
+    accumulations of the gathered parameters; keeps the largest total, and the largest
+    temporary buffers apart (``gathered``)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
-        self.model, self.optimizer = model, optimizer
-        self.peak: FSDPStateBytes | None = None
+        unsharded = [getattr(p, "_unsharded_param", None) for p, _ in fsdp_params(model)]
+        super().__init__(lambda m: held_state(model, optimizer, m), [p for p in unsharded if p is not None], optimizer)
         self.gathered = 0
-        self._handles: list = []
 
-    def sample(self, moment: str) -> None:
-        got = held_state(self.model, self.optimizer, moment)
+    def observe(self, got: FSDPStateBytes) -> None:
         self.gathered = max(self.gathered, got.gathered)
-        if self.peak is None or got.total > self.peak.total:
-            self.peak = got
-
-    def __enter__(self) -> StateMeter:
-        for fsdp_param, _ in fsdp_params(self.model):
-            unsharded = getattr(fsdp_param, "_unsharded_param", None)
-            if unsharded is not None and unsharded.requires_grad:
-                hook = unsharded.register_post_accumulate_grad_hook(lambda _p: self.sample("backward"))
-                self._handles.append(hook)
-        self._handles.append(self.optimizer.register_step_pre_hook(lambda *_: self.sample("optimizer step")))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self.sample("after step")
 
 
 # --------------------------------------------------------------------------------------

@@ -44,8 +44,9 @@ from .base import Unsupported
 from .cnn import ConvNet
 from .context import CaseContext
 from .dense import MLP
+from .state import optimizer_state_tensors, tensor_bytes
 from .transformer import GPT
-from .variants import LossFn, Runnable, TrainVariant, optimizer_state_tensors, tensor_bytes
+from .variants import LossFn, Runnable, TrainVariant
 
 SCHEDULES: dict[str, str] = {"pipeline": "Schedule1F1B", "pipeline-gpipe": "ScheduleGPipe"}
 MICROBATCHES: tuple[int, ...] = (2, 4, 8, 16)

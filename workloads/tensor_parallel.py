@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from .base import Unsupported
+from .state import tensor_bytes
 from .transformer import GPT
-from .variants import TorchTrainer, TrainVariant, tensor_bytes
+from .variants import TorchTrainer, TrainVariant
 
 # block-relative module -> (style, parameters that style shards)
 PLAN: dict[str, tuple[str, tuple[str, ...]]] = {

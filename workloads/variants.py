@@ -21,6 +21,7 @@ from torch import nn
 from . import accuracy
 from .base import Unsupported
 from .context import CaseContext
+from .state import optimizer_state_tensors, tensor_bytes
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -65,32 +66,6 @@ class Trainer(Protocol):
     def model_state_bytes(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-def tensor_bytes(tensors, seen: set[int] | None = None) -> int:
-    """Bytes of distinct storages among ``tensors`` (shared or tied tensors count once).
-
-    ``seen`` holds the storages already counted and is updated, so several calls can share it.
-    Meta tensors hold no memory and are skipped; a DTensor counts its local shard.
-    """
-    seen = set() if seen is None else seen
-    total = 0
-    for t in tensors:
-        if t is None or not isinstance(t, torch.Tensor) or t.device.type == "meta":
-            continue
-        t = getattr(t, "_local_tensor", t)  # DTensor (FSDP2, tensor parallel): this rank's shard
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        if key in seen or storage.nbytes() == 0:
-            continue
-        seen.add(key)
-        total += storage.nbytes()
-    return total
-
-
-def optimizer_state_tensors(optimizer: torch.optim.Optimizer):
-    for state in optimizer.state.values():
-        yield from (v for v in state.values() if isinstance(v, torch.Tensor))
 
 
 class Variant:
