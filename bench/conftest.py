@@ -46,6 +46,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--no-accuracy", action="store_true", help="skip the accuracy task (faster; accuracy absent)")
     g.addoption("--seed", type=int, default=0, help="seed of models and data (default 0)")
     g.addoption(
+        "--target-ci",
+        type=float,
+        default=0.02,
+        help="stop timing a case once the 95%% CI of its median step is within this fraction of it"
+        " (default 0.02; 0 turns early stopping off: the tier's whole budget)",
+    )
+    g.addoption(
+        "--stable-threshold",
+        type=float,
+        default=0.05,
+        help="a result whose CI half-width is over this fraction of the median is marked unstable (default 0.05)",
+    )
+    g.addoption(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each case, wait up to S seconds for other processes to leave the CPUs (default 0: do not wait)",
+    )
+    g.addoption(
+        "--interleave",
+        action="store_true",
+        help="time the variants of each family, size and phase side by side, in turns (ABBA), so their ratios"
+        " see the same machine",
+    )
+    g.addoption(
         "--no-isolation",
         action="store_true",
         help="run the cases in the pytest process (for a debugger): no watchdog, a crash ends the session",
@@ -98,13 +124,18 @@ def _settings(config: pytest.Config) -> Settings:
         accuracy=not opt("--no-accuracy"),
         seed=opt("--seed"),
         inject_slowdown=opt("--inject-slowdown"),
+        stable_threshold=opt("--stable-threshold"),
+        target_ci=opt("--target-ci") or None,
+        wait_quiet_s=opt("--wait-quiet"),
+        interleave=opt("--interleave"),
     )
 
 
-def variant_phases() -> dict[str, tuple[str, ...]]:
+def known_variants() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Every registered variant: name -> (its phases, the variants it is compared with)."""
     from workloads.registry import VARIANTS
 
-    return {name: factory().phases for name, factory in VARIANTS.items()}
+    return {name: (v.phases, v.baselines) for name, v in ((n, f()) for n, f in VARIANTS.items())}
 
 
 def _check_results_dir(path: str) -> None:
@@ -130,7 +161,7 @@ def _check_data_dir(settings: Settings) -> None:
 
 def _preflight(config: pytest.Config, settings: Settings) -> tuple[list[CaseSpec], dict[str, str]]:
     """Every option checked before anything runs: one usage error naming what is wrong."""
-    matrix = settings.matrix(variant_phases())
+    matrix = settings.matrix(known_variants())
     faults = parse_faults(config.getoption("--inject-fault"), [spec.id for spec in matrix])
     if settings.results_dir is not None and not _collect_only(config):
         _check_results_dir(settings.results_dir)
@@ -144,6 +175,8 @@ def _collect_only(config: pytest.Config) -> bool:
 
 def _executor(config: pytest.Config, settings: Settings, ranks: distributed.Ranks, matrix: list[CaseSpec]):
     if ranks.active or config.getoption("--no-isolation"):
+        if settings.interleave:
+            raise ValueError("--interleave runs each variant in its own worker: not with --no-isolation or a launcher")
         return InProcess(ranks)
     from workloads.registry import VARIANTS
 
@@ -166,7 +199,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
     try:
         settings = _settings(config)
-        matrix = settings.matrix(variant_phases())
+        matrix = settings.matrix(known_variants())
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     print(render_plan(make_plan(settings, matrix, load_history(settings.results_dir))), end="", flush=True)
@@ -192,7 +225,10 @@ def pytest_configure(config: pytest.Config) -> None:
         for name, off in (("benchmark_json", None), ("benchmark_save", None), ("benchmark_autosave", False)):
             if hasattr(config.option, name):
                 setattr(config.option, name, off)
-    executor = _executor(config, settings, ranks, matrix) if not _collect_only(config) else InProcess(ranks)
+    try:
+        executor = _executor(config, settings, ranks, matrix) if not _collect_only(config) else InProcess(ranks)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
     session = Session(settings, executor, ranks, faults, matrix)
     config.stash[SESSION_KEY] = session
     executor.start()

@@ -22,6 +22,7 @@ from .pipeline import CaseRequest, Outcome, Refused, not_run_info
 from .preflight import preflight
 from .results import ResultsStream, clean
 from .settings import CaseSpec, Settings
+from .telemetry.contention import wait_for_quiet
 
 
 class Session:
@@ -45,7 +46,9 @@ class Session:
         self.peaks: dict[str, float] = {}
         self.probe_s = 0.0  # seconds spent in peak probes (not counted in the cases' wall_s)
         self.moved_facts: dict[str, Any] = {}  # per-session entries taken out of pytest-benchmark's machine_info
-        self.fp32_accuracy: dict[tuple[str, str, int], float] = {}
+        self.fp32_accuracy: dict[tuple[str, str, str, int], float] = {}
+        self.infer_rates: dict[tuple[str, str, str, int, int], float] = {}  # (variant, family, size, ws, batch)
+        self.grouped: dict[str, Outcome] = {}  # --interleave: outcomes of the cases their group ran
         self.results: list[dict] = []  # every case's extra_info, in the order they ran
         self.by_nodeid: dict[str, dict] = {}  # the same, by pytest node id (progress lines)
         self.not_ok: list[dict] = []  # pytest-benchmark JSON entries of the cases that did not end ok
@@ -83,8 +86,8 @@ class Session:
             session_root=os.getpid(),
         )
 
-    def run(self, spec: CaseSpec, benchmark) -> Outcome:
-        """The preflight here, then the case where the executor runs it."""
+    def prepare(self, spec: CaseSpec, benchmark) -> CaseRequest | Outcome:
+        """The preflight here: the case's request, or its Outcome when it will not run."""
         s = self.settings
         try:
             peak = preflight(spec, s, self.ranks, self.peaks, self.probe)
@@ -92,22 +95,72 @@ class Session:
             return Outcome("skipped", not_run_info(spec, s.device, s.world_size, "skipped", str(e), "preflight"))
         except RuntimeError as e:  # the peak probe failed
             return Outcome("error", not_run_info(spec, s.device, s.world_size, "error", str(e), "preflight"))
-        return self.executor.run(self.request(spec, benchmark, peak))
+        return self.request(spec, benchmark, peak)
+
+    def run(self, spec: CaseSpec, benchmark) -> Outcome:
+        """The case where the executor runs it (with --interleave: its group's, side by side)."""
+        if self.settings.interleave:
+            return self.run_in_group(spec, benchmark)
+        prepared = self.prepare(spec, benchmark)
+        if isinstance(prepared, Outcome):
+            return prepared
+        quiet = self.wait_quiet()
+        outcome = self.executor.run(prepared)
+        if quiet is not None:
+            outcome.info["quiet_wait"] = quiet
+        return outcome
+
+    def run_in_group(self, spec: CaseSpec, benchmark) -> Outcome:
+        """The first case of a family, size and phase runs the whole group in turns; the
+        others take their Outcome from it."""
+        if spec.id not in self.grouped:
+            group = [c for c in self.matrix if (c.family, c.size, c.phase) == (spec.family, spec.size, spec.phase)]
+            prepared = {c.id: self.prepare(c, benchmark) for c in group}
+            requests = [p for p in prepared.values() if isinstance(p, CaseRequest)]
+            quiet = self.wait_quiet()
+            done = self.executor.run_group(requests) if requests else {}
+            for case_id, p in prepared.items():
+                self.grouped[case_id] = p if isinstance(p, Outcome) else done[case_id]
+                if quiet is not None:
+                    self.grouped[case_id].info["quiet_wait"] = quiet
+        return self.grouped.pop(spec.id)
+
+    def wait_quiet(self) -> dict | None:
+        s = self.settings
+        return wait_for_quiet(s.wait_quiet_s, os.getpid()) if s.wait_quiet_s else None
 
     def with_reference(self, info: dict) -> dict:
-        """``accuracy_reference``/``accuracy_delta`` against fp32 training of the same case
-        (an inference variant brings its own reference: its trained fp32 model's accuracy)."""
-        if info.get("status") != "ok" or info.get("accuracy") is None or "accuracy_reference" in info:
+        """``accuracy_reference``/``accuracy_delta`` against fp32 of the same case and phase
+        (a compressed variant brings its own: the trained reference's, on the same samples)."""
+        if info.get("status") != "ok" or info.get("accuracy") is None:
             return info
-        key = (info["family"], info["size"], info["world_size"])
-        if info["variant"] == REFERENCE_VARIANT and info["phase"] == "train":
+        key = (info["family"], info["size"], info["phase"], info["world_size"])
+        if info["variant"] == REFERENCE_VARIANT:
             self.fp32_accuracy[key] = info["accuracy"]
+        if "accuracy_reference" in info:
+            return info
         ref = self.fp32_accuracy.get(key)
         if ref is None:
             why = f"no {REFERENCE_VARIANT} accuracy for {info['family']}-{info['size']} in this session"
             info["absent"].update({"accuracy_reference": why, "accuracy_delta": why})
             return info | {"accuracy_reference": None, "accuracy_delta": None}
         return info | {"accuracy_reference": ref, "accuracy_delta": info["accuracy"] - ref}
+
+    def with_speedup(self, info: dict) -> dict:
+        """An inference result's ``speedup`` over fp32 inference of the same case in this session,
+        and, for a variant that compiles, ``speedup_vs_compiled`` over compiled fp32 inference."""
+        if info.get("status") != "ok" or info.get("phase") != "infer":
+            return info
+        case = (info["family"], info["size"], info["world_size"], info["batch_size"])
+        self.infer_rates[(info["variant"], *case)] = info["samples_per_s"]
+        out = dict(info)
+        for key, base, applies in (("speedup", "fp32", True), ("speedup_vs_compiled", "compile", info.get("compiled"))):
+            rate = self.infer_rates.get((base, *case))
+            out[key] = info["samples_per_s"] / rate if applies and rate else None
+            if out[key] is None:
+                why = f"no {base} inference of this case in the session" if applies else "the variant does not compile"
+                out["absent"] = {**out.get("absent", {}), key: why}
+        return out
 
     def record(self, item: pytest.Item, info: dict, stats: dict | None) -> None:
         self.results.append(info)
@@ -145,8 +198,8 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, spec: CaseSpec
     start, probes = time.monotonic(), session.probe_s
     outcome = session.run(spec, benchmark)
     session.peaks.update(outcome.peaks)
-    info = clean(session.with_reference(outcome.info))  # no NaN or infinity reaches a JSON file
-    info["wall_s"] = time.monotonic() - start - (session.probe_s - probes)
+    info = clean(session.with_speedup(session.with_reference(outcome.info)))  # no NaN or infinity in JSON
+    info["wall_s"] = time.monotonic() - start - (session.probe_s - probes)  # --interleave: the group's, on its first
     stats = None
     if outcome.status == "ok":
         benchmark.extra_info.update(info)

@@ -71,8 +71,8 @@ class _Worker:
 
         from .distributed import Ranks
         from .machine import machine_facts, session_facts
-        from .pipeline import timed_step, warm_up
         from .settings import TIERS
+        from .timing import timed_step, warm_up
         from .worker import is_oom
 
         self.close()

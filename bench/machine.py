@@ -69,7 +69,10 @@ def machine_facts(device: str) -> dict:
     gpu = gpu_facts()
     cpu = cpu_model()
     uses_gpu = device.startswith("cuda") and gpu["gpu_name"]
+    from workloads.cpu_features import machine_info as cpu_facts
+
     return {
+        **cpu_facts(),  # ISA features: whether bf16 and int8 have fast paths here
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "deepspeed": _version("deepspeed"),

@@ -9,9 +9,7 @@ crosses a pipe inside the timed region: the step times travel back in the Outcom
 from __future__ import annotations
 
 import dataclasses
-import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,12 +20,13 @@ from reports.metrics import METRICS
 from reports.schema import SCHEMA
 from workloads import Unsupported
 from workloads.probe import matmul_peak_tflops
-from workloads.registry import VariantFactory, accuracy_flops, build_case
+from workloads.registry import VariantFactory, build_case
 
 from .distributed import Ranks
 from .faults import with_fault
-from .settings import CaseSpec, Settings, Tier
+from .settings import CaseSpec, Settings
 from .telemetry import Sampler
+from .timing import Refused, RoundPlan, latency, plan_rounds, time_rounds, timed_step, uncertainty, warm_up
 
 Stage = Callable[[str], None]
 
@@ -72,10 +71,6 @@ class Outcome:
         return self.info.get("reason")
 
 
-class Refused(Exception):
-    """The case will not run here (status ``skipped``); the message says why."""
-
-
 def not_run_info(
     spec: CaseSpec, device: str, world_size: int, status: str, reason: str, stage: str | None = None
 ) -> dict[str, Any]:
@@ -104,128 +99,32 @@ def peak_key(device: torch.device, dtype: torch.dtype) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# stages
+# timing
 
 
-def warm_up(case, tier: Tier, ranks: Ranks, step: Callable[[], None] | None = None) -> float:
-    """Untimed steps before timing: ``tier.warmup_rounds``, then more until ``tier.warmup_s``
-    has passed. Returns the steady step time (median of the steps after the first, which
-    pays for first-touch allocation); it sets the round count and the case-timeout
-    projection. Distributed: every rank runs the same number of steps and gets the slowest
-    rank's estimate."""
-    step = step or case.step
+@dataclasses.dataclass
+class Timed:
+    """What the timed rounds measured."""
 
-    def run(n: int) -> list[float]:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-        return times
-
-    times = run(max(tier.warmup_rounds, 1))
-    steady = ranks.max(statistics.median(times[1:] or times))
-    more = (tier.warmup_s - sum(times)) / max(steady, 1e-9)
-    more = int(ranks.max(min(max(more, 0.0), float(tier.max_rounds))))
-    if more:
-        times += run(more)
-        steady = ranks.max(statistics.median(times[1:]))
-    return steady
+    times: list[float]  # the reported step times (distributed: each round's slowest rank)
+    cuda_events: bool
+    own_times: list[float]  # this rank's own (distributed)
+    stop: str  # why timing stopped
+    telemetry: dict[str, Any]
 
 
-def plan_rounds(req: CaseRequest, case, warm: float) -> int:
-    """Timed rounds that fill the tier's budget; Refused when the measured warm-up step projects
-    the case (rounds, plus the accuracy task's FLOPs at that rate) past the case timeout."""
-    s, tier = req.settings, req.settings.tier_spec
-    if req.run_once:
-        return 1
-    rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
-    projected = warm * rounds
-    task = accuracy_flops(case.family, case.size, case.phase) if s.accuracy else 0.0
-    projected += warm * task * case.world_size / case.flops_per_step
-    if projected > s.timeout_s:
-        raise Refused(
-            f"projected {projected:.0f}s from the measured warm-up step of {warm:.3g}s "
-            f"({rounds} timed rounds{' and the accuracy task' if task else ''}), "
-            f"over --case-timeout {s.timeout_s:g}s"
-        )
-    return rounds
-
-
-def spin_cpu(seconds: float) -> None:
-    """Busy this thread for ``seconds``: CPU work after the step, like a slower kernel.
-    It watches the vDSO wall clock; a per-thread CPU clock costs a system call per read,
-    and a loop of system calls disturbs the caches and TLB enough to slow the next step."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-def timed_step(case, slowdown: float = 0.0) -> tuple[Callable[[], None], list[float]]:
-    """The callable that is timed. On CUDA it also records each step with CUDA events; the
-    event times become the reported step times (host timer otherwise). ``slowdown``
-    (``--inject-slowdown``) adds that fraction of each step's own time to it, inside the timed
-    call: CPU work after the step on a CPU, an idle GPU before the end event on CUDA."""
-    if case.device.type != "cuda":
-        if not slowdown:
-            return case.step, []
-
-        def slowed() -> None:
-            start = time.perf_counter()
-            case.step()
-            spin_cpu(slowdown * (time.perf_counter() - start))
-
-        return slowed, []
-    event_times: list[float] = []
-
-    def step() -> None:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        host_start = time.perf_counter()
-        start.record()
-        case.runnable.step()
-        if slowdown:  # idle the GPU between the step's kernels and the end event
-            torch.cuda.synchronize(case.device)
-            time.sleep(slowdown * (time.perf_counter() - host_start))
-        end.record()
-        end.synchronize()
-        event_times.append(start.elapsed_time(end) / 1e3)
-
-    return step, event_times
-
-
-def time_rounds(step: Callable[[], None], rounds: int, timer: Callable[[], float], disable_gc: bool) -> list[float]:
-    """pytest-benchmark's pedantic loop, one iteration a round: the timer around each call,
-    the garbage collector off with --benchmark-disable-gc, tracing paused."""
-    times: list[float] = []
-    gc_enabled, tracer = gc.isenabled(), sys.gettrace()
-    if disable_gc:
-        gc.disable()
-    sys.settrace(None)
-    try:
-        for _ in range(rounds):
-            start = timer()
-            step()
-            times.append(timer() - start)
-    finally:
-        sys.settrace(tracer)
-        if gc_enabled:
-            gc.enable()
-    return times
-
-
-def time_case(req: CaseRequest, case, rounds: int, ranks: Ranks):
-    """The timed rounds with the sampler running. Returns (reported step times, cuda events
-    used, this rank's own step times, telemetry)."""
+def time_case(req: CaseRequest, case, plan: RoundPlan, ranks: Ranks) -> Timed:
+    """The timed rounds with the sampler running."""
     s = req.settings
     step, event_times = timed_step(case, s.inject_slowdown)
     step, own_times = ranks.lockstep(with_fault(step, req.fault, case.device))  # distributed: a barrier ends each
     with Sampler(s.device, interval_s=s.telemetry_interval_s, session_root=req.session_root or None) as sampler:
-        host_times = time_rounds(step, rounds, req.timer, req.disable_gc)
+        host_times, stop = time_rounds(step, plan, req.timer, req.disable_gc, ranks)
     times = event_times or host_times
     if ranks.active:  # distributed: each round's slowest rank
         times = ranks.slowest_per_round(event_times or own_times)
     telemetry = sampler.result.to_extra_info(samples=case.samples_per_step * len(times))
-    return times, bool(event_times), own_times, telemetry
+    return Timed(times, bool(event_times), own_times, stop, telemetry)
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,12 +162,14 @@ def measured_info(case, step_times: list[float], cuda_events: bool, peak: float 
 
 # Why a metric can be absent for reasons of the case itself (other reasons come from the sources).
 def default_absent(info: dict[str, Any]) -> dict[str, str]:
+    no_state = f"no training state in the {info['phase']} phase"
+    no_formula = f"no formula for variant {info['variant']}" if info["phase"] == "train" else no_state
     return {
         "tokens_per_s": f"{info['family']} is not a sequence model",
         "peak_tflops": f"no matmul probe for {info.get('dtype')}",
         "mfu": "no peak to compare with",
-        "model_state_bytes": f"no training state in the {info['phase']} phase",
-        "model_state_bytes_predicted": f"no formula for variant {info['variant']}",
+        "model_state_bytes": no_state,
+        "model_state_bytes_predicted": no_formula,
     }
 
 
@@ -283,20 +184,26 @@ def absent_reasons(info: dict[str, Any], reasons: dict[str, str]) -> dict[str, s
     return out
 
 
-def assemble(req: CaseRequest, case, step_times, cuda_events, own_times, telemetry, peak, ranks) -> dict[str, Any]:
+def assemble(req: CaseRequest, case, timed: Timed, peak: float | None, ranks: Ranks) -> dict[str, Any]:
     """The result fields of a measured case, with every null metric's reason (``absent``)."""
-    info = measured_info(case, step_times, cuda_events, peak)
-    reasons: dict[str, str] = dict(telemetry.pop("absent", {}))
+    info = measured_info(case, timed.times, timed.cuda_events, peak)
+    bounds, reasons = uncertainty(timed.times, req.settings.stable_threshold)
+    info |= bounds | {"timing_stop": timed.stop}
+    telemetry = dict(timed.telemetry)
+    reasons.update(telemetry.pop("absent", {}))
     info.update(telemetry)
     runnable = case.runnable
     info["model_state_bytes"] = runnable.model_state_bytes()
-    info["model_state_bytes_predicted"] = case.variant_obj.predicted_state_bytes(case.params, case.world_size)
+    own_prediction = getattr(runnable, "predicted_state_bytes", None)  # a trainer that knows its shard
+    info["model_state_bytes_predicted"] = (
+        own_prediction() if own_prediction else case.variant_obj.predicted_state_bytes(case.params, case.world_size)
+    )
     info["model_bytes"] = runnable.model_bytes()
     more = runnable.extra_info()
     reasons.update(more.pop("absent", {}))
     info.update(more)
     if ranks.active:  # distributed: every rank's memory and state; the largest in the usual keys
-        more = ranks.per_rank_info(info, case.device, own_times)
+        more = ranks.per_rank_info(info, case.device, timed.own_times)
         reasons.update(more.pop("absent"))
         info.update(more)
     info["_reasons"] = reasons
@@ -304,9 +211,11 @@ def assemble(req: CaseRequest, case, step_times, cuda_events, own_times, telemet
 
 
 def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
+    """The accuracy fields the runnable measured; its private keys (``_correct`` ...) dropped."""
     if not req.settings.accuracy:
         return {"accuracy": None, "accuracy_metric": "top1", "_reasons": {"accuracy": "disabled with --no-accuracy"}}
-    return case.runnable.accuracy()
+    fields = case.runnable.accuracy()
+    return {k: v for k, v in fields.items() if not k.startswith("_") or k == "_reasons"}
 
 
 def finish_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -320,36 +229,51 @@ def finish_info(info: dict[str, Any]) -> dict[str, Any]:
 # the pipeline
 
 
+def build(req: CaseRequest, stage: Stage):
+    """Stage ``build``: the case, or Refused where it cannot run here."""
+    s = req.settings
+    stage("build")
+    try:
+        return build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
+                          s.seed, req.phase)  # fmt: skip
+    except Unsupported as e:
+        raise Refused(str(e)) from None
+
+
+def conclude(req: CaseRequest, case, timed: Timed, ranks: Ranks, stage: Stage) -> Outcome:
+    """After the timed rounds: the result's metrics, latency (inference) and accuracy."""
+    peak, peaks = req.peak, {}
+    if peak and case.flops_per_step / statistics.median(timed.times) / 1e12 > peak:
+        # the case beat the peak: the probe ran slow (another process, a clock ramping up)
+        peak = max(peak, ranks.broadcast(matmul_peak_tflops(case.device, case.compute_dtype)))
+        peaks[peak_key(case.device, case.compute_dtype)] = peak
+    stage("metrics")
+    info = assemble(req, case, timed, peak, ranks)
+    if case.phase == "infer" and not req.run_once:
+        stage("latency")
+        info.update(latency(case.runnable.latency_step(), case.device, req.settings.tier_spec.round_budget_s / 2))
+    stage("accuracy")
+    acc = accuracy_fields(req, case)
+    info["_reasons"].update(acc.pop("_reasons", {}))
+    info.update(acc)
+    return Outcome("ok", finish_info(info), timed.times, peaks)
+
+
 def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
     """Run one case that passed the preflight (``bench.preflight``); a refusal when it is built,
     or when its measured warm-up step projects it past the timeout, becomes ``skipped``.
     Exceptions propagate to the caller, which records them with the stage they happened in."""
-    s, peak = req.settings, req.peak
+    case = None
     try:
-        stage("build")
-        case = build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
-                          s.seed, req.phase)  # fmt: skip
-    except Unsupported as e:
-        return Outcome("skipped", request_not_run(req, "skipped", str(e), "build"))
-    peaks: dict[str, float] = {}
-    try:
+        case = build(req, stage)
         stage("warm-up")
-        warm = warm_up(case, s.tier_spec, ranks) if not req.run_once else 0.0
-        rounds = plan_rounds(req, case, warm)
+        warm = warm_up(case, req.settings.tier_spec, ranks) if not req.run_once else 0.0
+        plan = plan_rounds(req.settings, case, warm, req.run_once)
         stage("timing")
-        times, cuda_events, own_times, telemetry = time_case(req, case, rounds, ranks)
-        if peak and case.flops_per_step / statistics.median(times) / 1e12 > peak:
-            # the case beat the peak: the probe ran slow (another process, a clock ramping up)
-            peak = max(peak, ranks.broadcast(matmul_peak_tflops(case.device, case.compute_dtype)))
-            peaks[peak_key(case.device, case.compute_dtype)] = peak
-        stage("metrics")
-        info = assemble(req, case, times, cuda_events, own_times, telemetry, peak, ranks)
-        stage("accuracy")
-        acc = accuracy_fields(req, case)
-        info["_reasons"].update(acc.pop("_reasons", {}))
-        info.update(acc)
+        return conclude(req, case, time_case(req, case, plan, ranks), ranks, stage)
     except Refused as e:
-        return Outcome("skipped", request_not_run(req, "skipped", str(e), "warm-up"))
+        where = "build" if case is None else "warm-up"
+        return Outcome("skipped", request_not_run(req, "skipped", str(e), where))
     finally:
-        case.close()
-    return Outcome("ok", finish_info(info), times, peaks)
+        if case is not None:
+            case.close()

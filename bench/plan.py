@@ -10,9 +10,10 @@ A case's estimate, first rule that applies:
    predicted skipped, with that reason).
 3. **The model**: the preflight's own lower bound at the matmul peak (``over_timeout``: over
    the case timeout, skipped before it is built); a step time, measured in an earlier run at the
-   same batch size or else ``flops_per_step / (peak * EFFICIENCY[family])``; the pipeline's own
-   rule for the timed rounds and the projection from the warm-up step (``plan_rounds``: over the
-   timeout, skipped after its warm-up, which it still costs); then
+   same batch size or else ``flops_per_step / (peak * EFFICIENCY[family])``; the bench's own
+   rule for the timed rounds and the projection from the warm-up step (``bench.timing.
+   plan_rounds``: over the timeout, skipped after its warm-up, which it still costs; the
+   budget's ceiling of rounds, where ``--target-ci`` may stop sooner); then
    ``overhead + warm-up + rounds * step + accuracy task at the step's FLOP rate``.
 
 Peaks come from the newest earlier run, else ``NOMINAL_PEAKS`` (this project's 2-core
@@ -34,9 +35,9 @@ from workloads.probe import DTYPES
 from workloads.registry import accuracy_flops, parse_device, tier_batch_size, workload
 
 from .history import History, Past
-from .pipeline import Refused, plan_rounds
 from .preflight import check_spec, over_timeout
 from .settings import CaseSpec, Settings
+from .timing import Refused, plan_rounds
 
 # Calibration (README "Plan"): a smoke-tier run on the project's 2-core VM, niced under load.
 NOMINAL_PEAKS = {"cpu:float32": 0.0189, "cpu:bfloat16": 0.0069, "cpu:float16": 0.0076}
@@ -127,11 +128,10 @@ def model(spec: CaseSpec, s: Settings, history: History, peak: float | None, slo
     step = measured or flops / (peak * 1e12 * EFFICIENCY.get(spec.family, 0.05))  # type: ignore[operator]
     basis = "model, step measured before" if measured else "model"
     overhead, warm = CASE_OVERHEAD_S * slow, warm_up_seconds(s, step)
-    request = SimpleNamespace(settings=s, run_once=False)
-    case = SimpleNamespace(family=spec.family, size=spec.size, phase=spec.phase, world_size=s.world_size,
+    case = SimpleNamespace(family=spec.family, size=spec.size, phase=spec.phase, data_ranks=s.world_size,
                            flops_per_step=flops)  # fmt: skip
     try:
-        rounds = plan_rounds(request, case, step)  # type: ignore[arg-type]
+        rounds = plan_rounds(s, case, step).max_rounds  # the budget's ceiling (--target-ci may stop sooner)
     except Refused as refused:
         return Estimate(spec, False, overhead + warm, str(refused), basis, step)
     accuracy = step * accuracy_flops(spec.family, spec.size, spec.phase) * s.world_size / flops if s.accuracy else 0.0

@@ -7,11 +7,12 @@ from typing import NamedTuple
 
 import torch
 
-from reports.schema import FAMILY_ORDER, SIZE_ORDER, case_id
+from reports.schema import FAMILY_ORDER, SIZE_ORDER, case_id, variant_rank
 from workloads.base import check_choice
 
 FAMILY_NAMES = FAMILY_ORDER
 BASE_VARIANTS = ("fp32", "amp-bf16", "amp-fp16")
+COMPRESSED_VARIANTS = ("int8", "int8-wo", "prune", "prune-unstructured", "lowrank", "distill")
 
 
 class CaseSpec(NamedTuple):
@@ -38,6 +39,8 @@ class Tier:
     round_budget_s: float  # timed rounds fill about this much time, within min/max
     case_timeout_s: float  # default for --case-timeout (and the watchdog's limit)
     phases: tuple[str, ...] = ("train",)
+    # sizes the compressed variants run at (l and xl only in the full tier); None: all of the tier's
+    compress_sizes: tuple[str, ...] | None = ("xs", "s", "m")
 
 
 TIERS: dict[str, Tier] = {
@@ -47,14 +50,15 @@ TIERS: dict[str, Tier] = {
         variants=BASE_VARIANTS,
         warmup_rounds=2,
         warmup_s=0.3,
-        min_rounds=5,
+        min_rounds=6,  # the fewest rounds with a 95% interval of the median
         max_rounds=2000,
         round_budget_s=1.5,
         case_timeout_s=70.0,
     ),
     "standard": Tier(
         sizes={f: ("xs", "s", "m") for f in FAMILY_NAMES},
-        variants=BASE_VARIANTS + ("zero1", "zero2", "zero3"),
+        variants=BASE_VARIANTS + ("compile", "zero1", "zero2", "zero3", "fsdp2") + COMPRESSED_VARIANTS,
+        phases=("train", "infer"),
         warmup_rounds=3,
         warmup_s=1.0,
         min_rounds=10,
@@ -64,13 +68,17 @@ TIERS: dict[str, Tier] = {
     ),
     "full": Tier(
         sizes={f: SIZE_ORDER for f in FAMILY_NAMES},
-        variants=BASE_VARIANTS + ("zero1", "zero2", "zero3", "zero3-offload"),
+        variants=BASE_VARIANTS
+        + ("compile", "zero1", "zero2", "zero3", "zero3-offload", "fsdp2", "fsdp2-grad-op", "pipeline", "tp")
+        + COMPRESSED_VARIANTS,
+        phases=("train", "infer"),
         warmup_rounds=5,
         warmup_s=2.0,
         min_rounds=20,
         max_rounds=20000,
         round_budget_s=15.0,
         case_timeout_s=3600.0,
+        compress_sizes=None,
     ),
 }
 
@@ -104,6 +112,10 @@ class Settings:
     accuracy: bool = True
     seed: int = 0
     inject_slowdown: float = 0.0  # for evaluating regression gates: extra work per step
+    stable_threshold: float = 0.05  # a result is stable when its median's CI half-width is within this
+    target_ci: float | None = 0.02  # timing stops early once the CI half-width is within this (None: never)
+    wait_quiet_s: float = 0.0  # before each case, wait up to this long for the machine to go quiet
+    interleave: bool = False  # the variants of a family, size and phase timed side by side, in turns
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
@@ -121,6 +133,16 @@ class Settings:
             raise ValueError(f"--case-timeout must be > 0 seconds, got {self.case_timeout_s}")
         if not 0.0 <= self.inject_slowdown <= 10.0:
             raise ValueError(f"--inject-slowdown must be between 0 and 10, got {self.inject_slowdown}")
+        if not 0.0 < self.stable_threshold < 1.0:
+            raise ValueError(
+                f"--stable-threshold must be between 0 and 1 (a fraction of the median), got {self.stable_threshold}"
+            )
+        if self.target_ci is not None and not 0.0 < self.target_ci < 1.0:
+            raise ValueError(f"--target-ci must be between 0 and 1 (a fraction of the median), got {self.target_ci}")
+        if not 0.0 <= self.wait_quiet_s <= 3600:
+            raise ValueError(f"--wait-quiet must be between 0 and 3600 seconds, got {self.wait_quiet_s}")
+        if self.interleave and self.world_size > 1:
+            raise ValueError("--interleave times single-rank cases side by side; drop --world-size or --interleave")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
 
@@ -132,19 +154,30 @@ class Settings:
     def timeout_s(self) -> float:
         return self.case_timeout_s if self.case_timeout_s is not None else self.tier_spec.case_timeout_s
 
-    def matrix(self, variant_phases: dict[str, tuple[str, ...]]) -> list[CaseSpec]:
+    def _tier_runs(self, variant: str, size: str) -> bool:
+        """The tier's own matrix compresses up to ``compress_sizes``; variants asked for by name run."""
+        limit = self.tier_spec.compress_sizes
+        return bool(self.variants) or limit is None or variant not in COMPRESSED_VARIANTS or size in limit
+
+    def matrix(self, variants_known: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> list[CaseSpec]:
         """Every case: the tier's families, sizes, phases and variants, narrowed or replaced by
-        options; a variant runs in the phases it has (``variant_phases``: name -> phases)."""
+        options. ``variants_known``: name -> (phases, baselines). A variant runs in the phases it
+        has; the baselines it is compared with (fp32 inference for a compressed variant) run too,
+        before it."""
         tier = self.tier_spec
         phases = self.phases or tier.phases
-        variants = self.variants or tier.variants
-        if self.variants and not any(p in variant_phases[v] for v in variants for p in phases):
-            have = "; ".join(f"{v}: {', '.join(variant_phases[v])}" for v in variants)
-            raise ValueError(f"--variant {','.join(variants)} runs in none of the phases {','.join(phases)} ({have})")
+        chosen = self.variants or tier.variants
+        if self.variants and not any(p in variants_known[v][0] for v in chosen for p in phases):
+            have = "; ".join(f"{v}: {', '.join(variants_known[v][0])}" for v in chosen)
+            raise ValueError(f"--variant {','.join(chosen)} runs in none of the phases {','.join(phases)} ({have})")
         cases = []
         for family in self.families or FAMILY_NAMES:
             sizes = self.sizes or tier.sizes[family]
             for size in sorted(sizes, key=SIZE_ORDER.index):
                 for phase in phases:
-                    cases += [CaseSpec(family, size, v, phase) for v in variants if phase in variant_phases[v]]
+                    names = {v for v in chosen if phase in variants_known[v][0] and self._tier_runs(v, size)}
+                    names |= {
+                        b for v in names for b in variants_known[v][1] if phase in variants_known.get(b, ((),))[0]
+                    }
+                    cases += [CaseSpec(family, size, v, phase) for v in sorted(names, key=variant_rank)]
         return cases

@@ -103,6 +103,7 @@ class Worker:
     outcome: Outcome | None = None
     exited: bool = False
     tracked: dict[int, int] = dataclasses.field(default_factory=dict)  # pid -> starttime of its tree
+    messages: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # other kinds, in order
     starttime: int | None = None  # the worker's own, in clock ticks after boot
 
     def __post_init__(self) -> None:
@@ -120,6 +121,8 @@ class Worker:
                         on_stage(value)
                 elif kind == "outcome":
                     self.outcome = value
+                else:
+                    self.messages.append((kind, value))
         except (EOFError, OSError):
             self.exited = self.exited or not self.process.is_alive()
 
@@ -172,7 +175,15 @@ class Supervisor:
                 f"the matmul probe of {device} {dtype} died (exit code {proc.exitcode}); log {log}: {log_tail(log)}"
             ) from None
         finally:
-            self._end([w])
+            self.end([w])
+
+    def spawn(self, target, req: CaseRequest, log: Path, *args, duplex: bool = False, rank: int = 0) -> Worker:
+        """A worker process running ``target(conn, req, *args, log)``."""
+        parent, child = self.ctx.Pipe(duplex=duplex)
+        proc = self.ctx.Process(target=target, args=(child, req, *args, log), name=f"archbench {req.id}")
+        proc.start()
+        child.close()
+        return Worker(rank, proc, parent, log)
 
     def run(self, req: CaseRequest) -> Outcome:
         from . import worker
@@ -184,16 +195,16 @@ class Supervisor:
         try:
             for rank in range(ws):
                 log = self.log_dir / (f"{req.id}.log" if ws == 1 else f"{req.id}.rank{rank}.log")
-                parent, child = self.ctx.Pipe(duplex=False)
-                proc = self.ctx.Process(
-                    target=worker.main, args=(child, req, rank, port, log), name=f"archbench {req.id}"
-                )
-                proc.start()
-                child.close()
-                workers.append(Worker(rank, proc, parent, log))
+                workers.append(self.spawn(worker.main, req, log, rank, port, rank=rank))
             return self._watch(req, workers, time.monotonic() + req.settings.timeout_s, oom_before)
         finally:
-            self._end(workers)
+            self.end(workers)
+
+    def run_group(self, reqs: list[CaseRequest]) -> dict[str, Outcome]:
+        """The cases of ``reqs`` (one family, size and phase), timed side by side in turns."""
+        from .side_by_side import run_group
+
+        return run_group(self, reqs)
 
     def _watch(self, req: CaseRequest, workers: list[Worker], deadline: float, oom_before: int) -> Outcome:
         while True:
@@ -224,10 +235,10 @@ class Supervisor:
             if w.exited and w.outcome is None:
                 w.receive(self.on_stage)  # what it sent before it died
                 if w.outcome is None:
-                    return self._death(req, w, oom_before)
+                    return self.death(req, w, oom_before)
         return None
 
-    def _death(self, req: CaseRequest, w: Worker, oom_before: int) -> Outcome:
+    def death(self, req: CaseRequest, w: Worker, oom_before: int) -> Outcome:
         code = w.process.exitcode
         who = f"rank {w.rank} worker" if req.settings.world_size > 1 else "worker"
         tail = f"log {w.log}: {log_tail(w.log)}"
@@ -258,7 +269,7 @@ class Supervisor:
 
     # -- cleaning up ---------------------------------------------------------------------------
 
-    def _end(self, workers: list[Worker]) -> None:
+    def end(self, workers: list[Worker]) -> None:
         """Let the workers exit (the other ranks briefly), then kill whatever is left of their trees."""
         deadline = time.monotonic() + EXIT_GRACE_S
         for w in workers:

@@ -93,18 +93,29 @@ def _log_to(path: Path) -> None:
     os.close(fd)
 
 
-def main(conn: Connection, req: CaseRequest, rank: int, port: int, log: Path) -> None:
-    """Entry of the worker process: run rank ``rank`` of the case and send back its Outcome."""
+class Stages:
+    """Announces each stage (in the log, and to the supervisor) and remembers the current one."""
+
+    def __init__(self, conn: Connection, case_id: str):
+        self.conn, self.case_id, self.current = conn, case_id, "starting"
+
+    def __call__(self, name: str) -> None:
+        self.current = name
+        print(f"archbench: {self.case_id}: {name}", flush=True)
+        self.conn.send(("stage", name))
+
+
+def start_worker(log: Path) -> None:
+    """A worker's own process group, name and log."""
     os.setsid()
     _name_process(CASE_PROCESS)
     _log_to(log)
-    current = "starting"
 
-    def stage(name: str) -> None:
-        nonlocal current
-        current = name
-        print(f"archbench: {req.id}: {name}", flush=True)
-        conn.send(("stage", name))
+
+def main(conn: Connection, req: CaseRequest, rank: int, port: int, log: Path) -> None:
+    """Entry of the worker process: run rank ``rank`` of the case and send back its Outcome."""
+    start_worker(log)
+    stage = Stages(conn, req.id)
 
     ranks = Ranks()
     try:
@@ -115,7 +126,7 @@ def main(conn: Connection, req: CaseRequest, rank: int, port: int, log: Path) ->
         outcome = run_case(req, ranks, stage)
     except Exception as e:
         traceback.print_exc()
-        outcome = failure_outcome(req, e, current)
+        outcome = failure_outcome(req, e, stage.current)
     sys.stdout.flush()
     sys.stderr.flush()
     conn.send(("outcome", outcome))

@@ -56,7 +56,7 @@ def compared_cells(metric: Metric, result: Result, reference: Result | None) -> 
     cells = dict.fromkeys(COMPARED, "")
     value = result.value(metric.key)
     ref = None if reference is None or reference is result else reference.value(metric.key)
-    comparable = reference is not None and (metric.across_phases or reference.phase == result.phase)
+    comparable = reference is not None and reference.phase == result.phase
     if value is None or ref is None or not comparable or reference is None:
         return cells
     if metric.ratio == "ratio" and (r := ratio(value, ref)) is not None:

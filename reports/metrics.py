@@ -16,8 +16,6 @@ A :class:`Metric` says:
 - ``ratio``: how a cell relates to its reference (``"ratio"``: ``(0.52x)``, value divided
   by the reference; ``"delta"``: ``(-1.2 pp)``, difference of two fractions in percentage
   points; ``None``: no comparison shown);
-- ``across_phases``: whether a train and an infer result may be compared (true for
-  properties of the model such as accuracy, false for per-step costs such as throughput);
 - ``signed``: whether the value may be negative (a difference such as ``accuracy_delta``);
   every other metric is a time, size, rate or count, and ``reports.validate`` refuses a
   negative one;
@@ -39,15 +37,16 @@ from reports.schema import SCHEMA  # noqa: F401  (re-exported: the schema versio
 
 Direction = Literal["higher", "lower"]
 Scale = Literal["si", "bytes", "time", "percent", "plain"]
-TableName = Literal["throughput", "accuracy", "efficiency"]
+TableName = Literal["throughput", "accuracy", "efficiency", "compression"]
 RatioStyle = Literal["ratio", "delta"]
 Timing = Literal["time", "rate"]
 
-TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency")
+TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency", "compression")
 TABLE_TITLES: dict[TableName, str] = {
     "throughput": "Throughput",
     "accuracy": "Accuracy",
     "efficiency": "Efficiency",
+    "compression": "Compression",
 }
 
 
@@ -61,7 +60,6 @@ class Metric:
     scale: Scale
     fmt: str = "{:.3g}"
     ratio: RatioStyle | None = "ratio"
-    across_phases: bool = False
     signed: bool = False
     timing: Timing | None = None
     windowed: bool = False
@@ -74,17 +72,17 @@ class Metric:
 # Order matters: a table lists its metrics in this order.
 # fmt: off
 METRICS: dict[str, Metric] = {m.key: m for m in (
-    # key, label, unit, direction, table, scale[, fmt, ratio, across_phases, signed, timing, windowed]
+    # key, label, unit, direction, table, scale[, fmt, ratio, signed, timing, windowed]
     Metric("samples_per_s", "samples/s", "samples/s", "higher", "throughput", "si", timing="rate", windowed=True),
     Metric("tokens_per_s", "tokens/s", "tokens/s", "higher", "throughput", "si", timing="rate", windowed=True),
     Metric("step_time_s", "step time", "s", "lower", "throughput", "time", timing="time", windowed=True),
     Metric("tflops", "TFLOP/s", "TFLOP/s", "higher", "throughput", "plain", timing="rate", windowed=True),
     Metric("accuracy", "accuracy", "fraction", "higher", "accuracy", "percent",
-           fmt="{:.1f}", ratio="delta", across_phases=True),
+           fmt="{:.1f}", ratio="delta"),
     Metric("accuracy_delta", "accuracy vs fp32", "fraction", "higher", None, "percent",
-           fmt="{:+.1f}", ratio=None, across_phases=True, signed=True),
-    Metric("model_bytes", "model size", "bytes", "lower", "accuracy", "bytes", across_phases=True),
-    Metric("params", "parameters", "count", None, "accuracy", "si", across_phases=True),
+           fmt="{:+.1f}", ratio=None, signed=True),
+    Metric("model_bytes", "model size", "bytes", "lower", "accuracy", "bytes"),
+    Metric("params", "parameters", "count", None, "accuracy", "si"),
     Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent", timing="rate", windowed=True),
     Metric("samples_per_j", "samples/J", "samples/J", "higher", "efficiency", "si", windowed=True),
     Metric("energy_j_per_sample", "energy/sample", "J/sample", "lower", None, "plain", windowed=True),
@@ -93,6 +91,19 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("model_state_bytes", "model state", "bytes", "lower", "efficiency", "bytes"),
     Metric("model_state_bytes_predicted", "model state (predicted)", "bytes", "lower",
            "efficiency", "bytes"),
+    # inference of trained models, compressed or not (workloads/compressed.py)
+    Metric("speedup", "speedup vs fp32", "ratio", "higher", "compression", "plain", fmt="{:.2f}x", ratio=None,
+           windowed=True),
+    Metric("speedup_vs_compiled", "speedup vs compiled", "ratio", "higher", "compression", "plain",
+           fmt="{:.2f}x", ratio=None, windowed=True),
+    Metric("latency_p50_s", "latency p50 (batch 1)", "s", "lower", "compression", "time", windowed=True),
+    Metric("latency_p90_s", "latency p90 (batch 1)", "s", "lower", "compression", "time", windowed=True),
+    Metric("latency_p99_s", "latency p99 (batch 1)", "s", "lower", "compression", "time", windowed=True),
+    Metric("accuracy_no_teacher", "accuracy, student alone", "fraction", "higher", "compression", "percent",
+           fmt="{:.1f}", ratio="delta"),
+    Metric("mcnemar_p", "McNemar p vs fp32", "probability", None, "compression", "plain", ratio=None),
+    Metric("prepare_s", "preparation", "s", "lower", "compression", "time", ratio=None),
+    Metric("step_time_ci_rel", "step time CI (+/-)", "fraction", "lower", None, "percent", ratio=None),
 )}
 # fmt: on
 

@@ -33,6 +33,7 @@ VARIANT_ORDER: tuple[str, ...] = (
     "fsdp2",
     "fsdp2-grad-op",
     "pipeline",
+    "pipeline-gpipe",
     "tp",
     "int8",
     "int8-wo",
@@ -70,6 +71,11 @@ def parse_case_id(text: str) -> tuple[str, str, str, str]:
 def size_rank(size: str) -> tuple[int, str]:
     """Sort key for sizes: xs, s, m, l, xl, then unknown sizes by name."""
     return (SIZE_ORDER.index(size) if size in SIZE_ORDER else len(SIZE_ORDER), size)
+
+
+def phase_rank(phase: str) -> tuple[int, str]:
+    """Sort key for phases: train, infer, then unknown ones by name."""
+    return (PHASES.index(phase) if phase in PHASES else len(PHASES), phase)
 
 
 def variant_rank(variant: str) -> tuple[int, int, str]:

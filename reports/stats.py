@@ -116,3 +116,24 @@ def proportion_interval(
         return (math.nan, math.nan)
     interval = stats.binomtest(successes, trials).proportion_ci(confidence, method=method)
     return (float(interval.low), float(interval.high))
+
+
+MEDIAN_CI_MIN_SAMPLES = 6  # fewer order statistics cannot cover the median at 95%
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval of the median: the order statistics that cover it
+    with ``confidence`` (``scipy.stats.quantile_test``'s interval, a binomial argument that
+    assumes independent samples, nothing about their distribution). None for fewer than
+    ``MEDIAN_CI_MIN_SAMPLES`` samples, where no pair of order statistics reaches 95%."""
+    x = np.asarray(samples, dtype=float)
+    if x.size < MEDIAN_CI_MIN_SAMPLES:
+        return None
+    interval = stats.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
+    low, high = float(interval.low), float(interval.high)
+    return None if not (math.isfinite(low) and math.isfinite(high)) else (low, high)
+
+
+def ci_half_width_rel(interval: tuple[float, float], center: float) -> float:
+    """Half the interval's width over ``center``: the relative precision of a median."""
+    return (interval[1] - interval[0]) / 2 / center if center > 0 else math.inf

@@ -53,7 +53,7 @@ from reports.metrics import (
     ratio,
     table_metrics,
 )
-from reports.schema import REFERENCE_VARIANT, variant_rank
+from reports.schema import REFERENCE_VARIANT, phase_rank, variant_rank
 from reports.trust import (
     INTERVAL_NOTE,
     TIMING_NOTE,
@@ -126,7 +126,7 @@ def compared_text(metric: Metric, result: Result, reference: Result | None) -> s
     if reference is None or reference is result or value is None:
         return None
     reference_value = reference.value(metric.key)
-    if reference_value is None or not (metric.across_phases or reference.phase == result.phase):
+    if reference_value is None or reference.phase != result.phase:  # fp32 of the same phase
         return None
     if metric.ratio == "ratio":
         r = ratio(value, reference_value)
@@ -164,10 +164,11 @@ _ANY = METRICS["samples_per_s"]  # for cells of results that did not run: any me
 
 @dataclass(frozen=True)
 class _Group:
-    """The rows of one family and size (on one machine, at one world size)."""
+    """The rows of one family, size and phase (on one machine, at one world size)."""
 
     family: str
     size: str
+    phase: str
     machine: str
     world_size: int
 
@@ -179,24 +180,13 @@ def _groups(runs: Sequence[Run]) -> dict[_Group, dict[str, Result]]:
 
     def order(item: tuple[tuple[str, int, str], Result]) -> tuple[Any, ...]:
         (machine, world_size, _), result = item
-        return (result.order[:2], machines.index(machine), world_size)
+        return (result.order[:2], phase_rank(result.phase), machines.index(machine), world_size)
 
     groups: dict[_Group, dict[str, Result]] = {}
     for (machine, world_size, _), result in sorted(index.items(), key=order):
-        group = _Group(result.family, result.size, machine, world_size)
+        group = _Group(result.family, result.size, result.phase, machine, world_size)
         groups.setdefault(group, {})[result.variant] = result
     return groups
-
-
-def _variant_headers(results: Sequence[Result], variants: Sequence[str]) -> list[str]:
-    """Variant names, with the phase when the results mix train and infer."""
-    if len({r.phase for r in results}) <= 1:
-        return list(variants)
-    headers = []
-    for variant in variants:
-        phases = {r.phase for r in results if r.variant == variant}
-        headers.append(f"{variant} ({phases.pop()})" if len(phases) == 1 else variant)
-    return headers
 
 
 @dataclass
@@ -207,37 +197,46 @@ class _Layout:
     variants: list[str]
     show_machine: bool
     show_world_size: bool
+    show_phase: bool
+
+    @property
+    def headers(self) -> list[str]:
+        headers = ["family", "size"] + ["phase"] * self.show_phase + ["machine"] * self.show_machine
+        return headers + ["world size"] * self.show_world_size + ["metric"] + list(self.variants)
 
     @property
     def results(self) -> list[Result]:
         return [r for by_variant in self.groups.values() for r in by_variant.values()]
 
     def key(self, group: _Group) -> list[str]:
-        key = [group.family, group.size] + [group.machine] * self.show_machine
+        key = [group.family, group.size] + [group.phase] * self.show_phase + [group.machine] * self.show_machine
         return key + [str(group.world_size)] * self.show_world_size
 
     def where(self, group: _Group) -> str:
-        where = f"{group.family}-{group.size}" + f" on {group.machine}" * self.show_machine
+        where = f"{group.family}-{group.size}" + f" ({group.phase})" * self.show_phase
+        where += f" on {group.machine}" * self.show_machine
         return where + f" at world size {group.world_size}" * self.show_world_size
 
 
-def _caption(results: Sequence[Result]) -> str:
+def _caption(layout: _Layout) -> str:
     caption = (
         f"In parentheses: the ratio to {REFERENCE_VARIANT} in the same row (x), or the"
         " difference in percentage points (pp). A cell without a number names why in a note;"
         f" {NOT_RUN} means not run."
     )
-    if len({r.phase for r in results}) > 1:
-        caption += " Per-step costs are compared only within the same phase (train or infer)."
+    if layout.show_phase:
+        caption += f" Each row compares a phase (train or infer) with {REFERENCE_VARIANT} in that phase."
     return caption
 
 
-def _build_table(name: TableName, layout: _Layout, headers: list[str], caption: str) -> Table:
+def _build_table(name: TableName, layout: _Layout) -> Table:
     rows: list[list[str]] = []
     notes = Notes()
     left_out: dict[tuple[str, str], list[str]] = {}  # (metric, reasons) -> groups
     metrics = table_metrics(name)
     for group, by_variant in layout.groups.items():
+        if name == "compression" and group.phase != "infer":
+            continue
         reference = by_variant.get(REFERENCE_VARIANT)
         cells = [by_variant.get(v) for v in layout.variants]
         ran = [r for r in cells if r is not None]
@@ -264,19 +263,28 @@ def _build_table(name: TableName, layout: _Layout, headers: list[str], caption: 
     for (label, reasons), where_list in left_out.items():
         scope = "in every row" if len(where_list) == len(layout.groups) else ", ".join(where_list)
         lines.append(f"{label} left out ({scope}): absent, {shorten(reasons, 2 * MAX_REASON)}")
-    return Table(TABLE_TITLES[name], headers, rows, caption, lines)
+    return Table(TABLE_TITLES[name], layout.headers, rows, _caption(layout), lines)
 
 
 def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """The three tables for all results of ``runs``."""
+    """The tables (Throughput, Accuracy, Efficiency; Compression with inference results) of ``runs``."""
     groups = _groups(runs)
     results = [r for by_variant in groups.values() for r in by_variant.values()]
     variants = sorted({r.variant for r in results}, key=variant_rank)
-    layout = _Layout(groups, variants, len({g.machine for g in groups}) > 1, len({g.world_size for g in groups}) > 1)
-    headers = ["family", "size"] + ["machine"] * layout.show_machine
-    headers += ["world size"] * layout.show_world_size + ["metric"] + _variant_headers(results, variants)
-    caption = _caption(results)
-    return [_build_table(name, layout, headers, caption) for name in TABLES]
+    layout = _Layout(
+        groups,
+        variants,
+        show_machine=len({g.machine for g in groups}) > 1,
+        show_world_size=len({g.world_size for g in groups}) > 1,
+        show_phase=len({g.phase for g in groups}) > 1,
+    )
+    tables = []
+    for name in TABLES:
+        keys = [m.key for m in table_metrics(name)]
+        if name == "compression" and not any(r.value(k) is not None for r in results for k in keys):
+            continue  # no inference results: no Compression table
+        tables.append(_build_table(name, layout))
+    return tables
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 
 from bench import interleave
 from bench.distributed import Ranks
-from bench.pipeline import timed_step, warm_up
+from bench.timing import timed_step, warm_up
 from reports.check import main as check_main
 from reports.inputs import load_input
 from reports.stats import compare_samples, min_p_value

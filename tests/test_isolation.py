@@ -222,6 +222,9 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path):
     assert "is not an unsigned-byte IDX file" in _usage_error(tmp_path, "--data-dir", str(bad))
     assert "unknown kind 'melt'" in _usage_error(tmp_path, "--inject-fault", "dense-xs-fp32=melt")
     assert "dense-s-fp32 is not a case of this run" in _usage_error(tmp_path, "--inject-fault", "dense-s-fp32=raise")
+    line = _usage_error(tmp_path, "--phase", "train", "--variant", "int8")
+    assert "--variant int8 runs in none of the phases train (int8: infer)" in line
+    assert "--interleave times single-rank cases" in _usage_error(tmp_path, "--interleave", "--world-size", "2")
 
 
 def test_parse_faults():

@@ -30,45 +30,48 @@ def test_three_tables_headed_in_order() -> None:
 
 
 def test_exact_cells_and_ratios(tables: dict[str, list[dict[str, str]]]) -> None:
-    samples = find_row(tables["Throughput"], family="dense", size="xs", metric="samples/s")
-    assert samples["fp32 (train)"] == "1k"
+    samples = find_row(tables["Throughput"], family="dense", size="xs", phase="train", metric="samples/s")
+    assert samples["fp32"] == "1k"
     # 1234 / 1000; each step time within -2%..+3% of its median: the ratio within 1.23 * [0.95, 1.05]
-    assert samples["amp-bf16 (train)"] == "1.23k (1.23x ±6%)"
-    assert samples["zero1 (train)"] == "520 (0.52x ±6%)"
-    # int8 infers: its per-step cost is not set against fp32's training step
-    assert samples["int8 (infer)"] == "5k"
-    step = find_row(tables["Throughput"], family="dense", size="xs", metric="step time")
-    assert step["fp32 (train)"] == "32 ms"
-    assert step["amp-bf16 (train)"] == "26 ms (0.81x ±6%)"
-    tokens = find_row(tables["Throughput"], family="transformer", size="xs", metric="tokens/s")
-    assert tokens["amp-bf16 (train)"] == "38.4k (1.50x ±6%)"
+    assert samples["amp-bf16"] == "1.23k (1.23x ±6%)"
+    assert samples["zero1"] == "520 (0.52x ±6%)"
+    # int8 infers: its row is the infer phase's, with no fp32 inference in it to compare with
+    infer = find_row(tables["Throughput"], family="dense", size="xs", phase="infer", metric="samples/s")
+    assert infer["int8"] == "5k" and samples["int8"] == NOT_RUN
+    step = find_row(tables["Throughput"], family="dense", size="xs", phase="train", metric="step time")
+    assert step["fp32"] == "32 ms"
+    assert step["amp-bf16"] == "26 ms (0.81x ±6%)"
+    tokens = find_row(tables["Throughput"], family="transformer", size="xs", phase="train", metric="tokens/s")
+    assert tokens["amp-bf16"] == "38.4k (1.50x ±6%)"
 
-    accuracy = find_row(tables["Accuracy"], family="dense", size="xs", metric="accuracy")
-    assert accuracy["fp32 (train)"] == "97.0%"
-    assert accuracy["amp-bf16 (train)"] == "96.8% (-0.2 pp)"
-    assert accuracy["int8 (infer)"] == "95.5% (-1.5 pp)"  # accuracy compares across phases
+    accuracy = find_row(tables["Accuracy"], family="dense", size="xs", phase="train", metric="accuracy")
+    assert accuracy["fp32"] == "97.0%"
+    assert accuracy["amp-bf16"] == "96.8% (-0.2 pp)"
+    infer = find_row(tables["Accuracy"], family="dense", size="xs", phase="infer", metric="accuracy")
+    assert infer["int8"] == "95.5%"  # compared within its phase only
 
-    memory = find_row(tables["Efficiency"], family="dense", size="xs", metric="peak memory")
-    assert memory["fp32 (train)"] == "512 MiB"
-    assert memory["amp-bf16 (train)"] == "256 MiB (0.50x)"
-    mfu = find_row(tables["Efficiency"], family="dense", size="xs", metric="MFU")
-    assert mfu["fp32 (train)"] == "25%"
-    state = find_row(tables["Efficiency"], family="dense", size="xs", metric="model state")
-    assert state["amp-bf16 (train)"] == "1.53 MiB (1.00x)"
+    memory = find_row(tables["Efficiency"], family="dense", size="xs", phase="train", metric="peak memory")
+    assert memory["fp32"] == "512 MiB"
+    assert memory["amp-bf16"] == "256 MiB (0.50x)"
+    mfu = find_row(tables["Efficiency"], family="dense", size="xs", phase="train", metric="MFU")
+    assert mfu["fp32"] == "25%"
+    state = find_row(tables["Efficiency"], family="dense", size="xs", phase="train", metric="model state")
+    assert state["amp-bf16"] == "1.53 MiB (1.00x)"
 
 
 def test_missing_cells_show_their_reason(tables: dict[str, list[dict[str, str]]]) -> None:
-    samples = find_row(tables["Throughput"], family="dense", size="xs", metric="samples/s")
-    assert samples["amp-fp16 (train)"] == "oom [2]"
-    assert samples["zero3 (train)"] == "skipped [3]"
-    mfu = find_row(tables["Efficiency"], family="dense", size="xs", metric="MFU")
-    assert mfu["amp-bf16 (train)"] == "absent [2]"
+    samples = find_row(tables["Throughput"], family="dense", size="xs", phase="train", metric="samples/s")
+    assert samples["amp-fp16"] == "oom [2]"
+    assert samples["zero3"] == "skipped [3]"
+    mfu = find_row(tables["Efficiency"], family="dense", size="xs", phase="train", metric="MFU")
+    assert mfu["amp-bf16"] == "absent [2]"
     # not run at all
-    assert find_row(tables["Throughput"], family="dense", size="s", metric="samples/s")["zero1 (train)"] == NOT_RUN
+    row = find_row(tables["Throughput"], family="dense", size="s", phase="train", metric="samples/s")
+    assert row["zero1"] == NOT_RUN
     # a row group where nothing ran gets one row with the reason
-    failed = find_row(tables["Efficiency"], family="cnn", size="m")
+    failed = find_row(tables["Efficiency"], family="cnn", size="m", phase="train")
     assert failed["metric"] == NOTHING_MEASURED
-    assert failed["fp32 (train)"] == "error [1]"
+    assert failed["fp32"] == "error [1]"
     notes = parse_notes(render_tables(session_results()))
     assert notes["Throughput"] == {
         "[1]": "RuntimeError: shape mismatch",
@@ -110,10 +113,7 @@ def _expected_cell(
     metric = METRICS[metric_key]
     text = format_value(metric, raw)
     ref = reference.extra_info.get(metric_key) if reference is not None else None
-    comparable = reference is not None and (
-        metric.across_phases or reference.extra_info["phase"] == result.extra_info["phase"]
-    )
-    if result is reference or ref is None or not comparable:
+    if result is reference or ref is None:
         return text
     assert reference is not None
     compared = format_ratio(metric, raw, ref)
@@ -134,11 +134,10 @@ def test_every_cell_traces_to_an_input_field() -> None:
                 continue
             metric = LABELS[row["metric"]]
             for header, cell in row.items():
-                if header in ("family", "size", "metric"):
+                if header in ("family", "size", "phase", "metric"):
                     continue
-                variant, _, phase = header.partition(" (")
-                result = run.get(case_id(row["family"], row["size"], variant, phase.rstrip(")") or "train"))
-                reference = run.get(f"{row['family']}-{row['size']}-fp32")
+                result = run.get(case_id(row["family"], row["size"], header, row["phase"]))
+                reference = run.get(case_id(row["family"], row["size"], "fp32", row["phase"]))
                 assert cell == _expected_cell(metric.key, result, reference, cell, notes[title]), (row, header)
                 checked += 1
     assert checked > 50
@@ -168,7 +167,9 @@ def test_metric_absent_in_a_whole_row_becomes_a_note() -> None:
     text = render_tables(session_results())
     rows = parse_tables(text)["Throughput"]
     assert not [r for r in rows if r["family"] == "dense" and r["metric"] == "tokens/s"]
-    assert "tokens/s left out (dense-xs, dense-s): absent, not a sequence model" in text
+    assert (
+        "tokens/s left out (dense-xs (train), dense-xs (infer), dense-s (train)): absent, not a sequence model" in text
+    )
 
 
 def test_rows_sorted_by_family_then_size_order() -> None:

@@ -24,9 +24,20 @@ class CaseContext:
     seed: int = 0
     data_dir: str | None = None
     accuracy_steps: int | None = None  # None: the family's budget
+    data_parallel: bool = True  # the variant's: each rank its own batch (False: one batch for all)
 
     @property
     def rank(self) -> int:
         if self.world_size > 1 and torch.distributed.is_initialized():
             return torch.distributed.get_rank()
         return 0
+
+    @property
+    def data_rank(self) -> int:
+        """This rank's place among the ranks that read different data (0 when they share it)."""
+        return self.rank if self.data_parallel else 0
+
+    @property
+    def data_ranks(self) -> int:
+        """How many ranks read different data: the world size, or 1 when the ranks share a batch."""
+        return self.world_size if self.data_parallel else 1

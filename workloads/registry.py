@@ -19,9 +19,14 @@ from reports.schema import PHASES, SIZE_ORDER, case_id
 
 from .base import Unsupported, Workload, check_choice
 from .cnn import CNN
+from .compile import COMPILE_VARIANTS
+from .compressed import Distill, Int8, Int8WeightOnly, LowRank, Prune, PruneUnstructured
 from .context import CaseContext
 from .dense import Dense
+from .fsdp import FSDP_VARIANTS
+from .pipeline_parallel import PIPELINE_VARIANTS
 from .probe import synchronize
+from .tensor_parallel import TensorParallel
 from .transformer import Transformer
 from .variants import AMP, FP32, Runnable, Variant
 from .zero import ZERO_VARIANTS
@@ -29,13 +34,25 @@ from .zero import ZERO_VARIANTS
 FAMILIES: dict[str, type[Workload]] = {"dense": Dense, "cnn": CNN, "transformer": Transformer}
 
 VariantFactory = Callable[[], Variant]
-# One line per variant (``zero1`` ... ``zero3-offload``, each also ``+bf16`` and ``+fp16``,
-# come from workloads.zero).
+# One line per variant or family of spellings: ``compile[+bf16]`` (workloads.compile);
+# ``zero1`` ... ``zero3-offload``, each also ``+bf16`` and ``+fp16`` (workloads.zero);
+# ``fsdp2[-grad-op][+bf16]`` (workloads.fsdp); ``pipeline[-gpipe][+mK]``
+# (workloads.pipeline_parallel); ``tp`` (workloads.tensor_parallel).
 VARIANTS: dict[str, VariantFactory] = {
     "fp32": FP32,
     "amp-bf16": functools.partial(AMP, torch.bfloat16),
     "amp-fp16": functools.partial(AMP, torch.float16),
+    **COMPILE_VARIANTS,
     **ZERO_VARIANTS,
+    **FSDP_VARIANTS,
+    **PIPELINE_VARIANTS,
+    "tp": TensorParallel,
+    "int8": Int8,
+    "int8-wo": Int8WeightOnly,
+    "prune": Prune,
+    "prune-unstructured": PruneUnstructured,
+    "lowrank": LowRank,
+    "distill": Distill,
 }
 
 
@@ -74,7 +91,7 @@ class Case:
     variant_obj: Variant
     runnable: Runnable
     params: int
-    flops_per_step: float  # all ranks
+    flops_per_step: float  # all ranks: per sample x samples_per_step
 
     @property
     def id(self) -> str:
@@ -91,8 +108,15 @@ class Case:
     compute_dtype = property(lambda self: self.variant_obj.compute_dtype)
 
     @property
+    def data_ranks(self) -> int:
+        """Ranks that step on batches of their own: the world size for data parallel variants,
+        1 for a pipeline or tensor parallel step (its ranks share one batch)."""
+        return self.ctx.data_ranks
+
+    @property
     def samples_per_step(self) -> int:
-        return self.batch_size * self.world_size
+        """Samples one step processes over all ranks: batch_size x data_ranks."""
+        return self.batch_size * self.data_ranks
 
     @property
     def dtype(self) -> str:
@@ -169,13 +193,13 @@ def build_case(
         raise Unsupported(f"world size {world_size}: torch.distributed is not initialized")
     ctx = CaseContext(
         family, size, var.name, phase, work, dev, world_size, tier_batch_size(family, batch_size), seed, data_dir,
-        accuracy_steps,
+        accuracy_steps, var.data_parallel,
     )  # fmt: skip
     runnable = var.build(ctx)
     per_sample = runnable.flops_per_sample()
     if per_sample is None:
         per_sample = work.flops_per_sample(phase)
-    return Case(ctx, var, runnable, runnable.params(), float(per_sample * ctx.batch_size * world_size))
+    return Case(ctx, var, runnable, runnable.params(), float(per_sample * ctx.batch_size * ctx.data_ranks))
 
 
 def estimate_case_seconds(

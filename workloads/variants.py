@@ -21,6 +21,7 @@ from torch import nn
 from . import accuracy
 from .base import Unsupported
 from .context import CaseContext
+from .state import optimizer_state_tensors, tensor_bytes
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -67,31 +68,6 @@ class Trainer(Protocol):
     def close(self) -> None: ...
 
 
-def tensor_bytes(tensors, seen: set[int] | None = None) -> int:
-    """Bytes of distinct storages among ``tensors`` (shared or tied tensors count once).
-
-    ``seen`` holds the storages already counted and is updated, so several calls can share it.
-    Meta tensors hold no memory and are skipped.
-    """
-    seen = set() if seen is None else seen
-    total = 0
-    for t in tensors:
-        if t is None or not isinstance(t, torch.Tensor) or t.device.type == "meta":
-            continue
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        if key in seen or storage.nbytes() == 0:
-            continue
-        seen.add(key)
-        total += storage.nbytes()
-    return total
-
-
-def optimizer_state_tensors(optimizer: torch.optim.Optimizer):
-    for state in optimizer.state.values():
-        yield from (v for v in state.values() if isinstance(v, torch.Tensor))
-
-
 class Variant:
     """A named way to run a case: refuses what the device cannot run, builds the Runnable."""
 
@@ -100,6 +76,12 @@ class Variant:
     compute_dtype: torch.dtype = torch.float32
     # modules a worker process may import before the case starts (heavy, side-effect free)
     preload: tuple[str, ...] = ()
+    # variants this one is compared with in the same phase: a session that runs it runs them too
+    baselines: tuple[str, ...] = ()
+    # Each rank steps on its own batch (DDP, ZeRO, FSDP): a step over world size N processes
+    # N x batch_size samples. False (pipeline, tensor parallel): the ranks share one batch, a
+    # step processes batch_size samples whatever N (``Case.samples_per_step``).
+    data_parallel: bool = True
 
     def check(self, device: torch.device, world_size: int) -> None:
         """Raise Unsupported with the reason when this variant cannot run here."""
@@ -208,6 +190,14 @@ class TrainStep:
     def model_state_bytes(self) -> int | None:
         return self.trainer.model_state_bytes()
 
+    def predicted_state_bytes(self) -> int | None:
+        """The variant's formula; a trainer that knows more of the model (which parameters a
+        pipeline stage or a tensor-parallel rank holds) gives its own."""
+        own = getattr(self.trainer, "predicted_state_bytes", None)
+        if own is not None:
+            return own()
+        return self.variant.predicted_state_bytes(self.n_params, self.ctx.world_size)
+
     def model_bytes(self) -> int:
         own = getattr(self.trainer, "model_bytes", None)  # ZeRO-3 holds only partitions: it counts itself
         if own is not None:
@@ -244,7 +234,17 @@ class TrainVariant(Variant):
 
 
 class FP32(TrainVariant):
+    """Plain fp32: training steps; in the infer phase, the trained reference's forward pass."""
+
     name = "fp32"
+    phases = ("train", "infer")
+
+    def build(self, ctx: CaseContext) -> Runnable:
+        if ctx.phase == "infer":
+            from .compressed import reference_step  # the compressed variants' module: its imports are lazy
+
+            return reference_step(ctx)
+        return super().build(ctx)
 
     def trainer(self, model, loss_fn, lr, device, world_size):
         return TorchTrainer(model, loss_fn, lr, device, world_size=world_size)
@@ -301,6 +301,16 @@ class ForwardStep:
         with torch.inference_mode():
             self.model(self.inputs)
 
+    def latency_step(self) -> Callable[[], None]:
+        """One forward pass of a single sample (latency at batch 1)."""
+        one = self.inputs[:1]
+
+        def step() -> None:
+            with torch.inference_mode():
+                self.model(one)
+
+        return step
+
     def params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 
@@ -309,6 +319,9 @@ class ForwardStep:
 
     def model_state_bytes(self) -> int | None:
         return None  # no training state: absent
+
+    def predicted_state_bytes(self) -> int | None:
+        return None
 
     def model_bytes(self) -> int:
         return tensor_bytes([*self.module.parameters(), *self.module.buffers()])

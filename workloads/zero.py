@@ -39,17 +39,17 @@ Predictions, Ψ parameters, N ranks, b bytes per parameter and gradient in the c
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from .base import Unsupported
-from .variants import LossFn, TrainVariant, tensor_bytes
+from .state import PeakMeter, StateBytes, count_storages
+from .variants import LossFn, TrainVariant
 
 STAGES: dict[str, tuple[int, bool]] = {  # name -> (ZeRO stage, offload to CPU memory)
     "zero1": (1, False),
@@ -118,36 +118,6 @@ def _tensors(obj) -> Iterator[torch.Tensor]:
             yield from _tensors(v)
 
 
-@dataclasses.dataclass
-class StateBytes:
-    """Bytes held at one moment, by kind; ``total`` is what ``model_state_bytes`` reports."""
-
-    params: int = 0
-    grads: int = 0
-    optimizer: int = 0
-    moment: str = ""
-
-    @property
-    def total(self) -> int:
-        return self.params + self.grads + self.optimizer
-
-    def as_dict(self) -> dict:
-        return {"params": self.params, "grads": self.grads, "optimizer": self.optimizer, "moment": self.moment}
-
-
-def count_storages(kinds: dict[str, Iterable[torch.Tensor]], exclude: Iterable[torch.Tensor] = ()) -> dict[str, int]:
-    """Bytes of distinct storages per kind; a storage counts once, under the first kind that
-    holds it, and not at all when ``exclude`` (communication buffers) holds it."""
-    seen: set[int] = set()
-    for t in exclude:
-        if t.device.type != "meta":
-            seen.add(t.untyped_storage().data_ptr())
-    out = {}
-    for kind, tensors in kinds.items():
-        out[kind] = tensor_bytes(tensors, seen)
-    return out
-
-
 def held_state(engine, moment: str = "") -> StateBytes:
     """What ``engine`` (a DeepSpeedEngine with a ZeRO optimizer) holds now, by kind."""
     opt = engine.optimizer
@@ -179,34 +149,11 @@ def held_state(engine, moment: str = "") -> StateBytes:
     return StateBytes(got["params"], got["grads"], got["optimizer"], moment)
 
 
-class StateMeter:
-    """Samples ``held_state`` through one training step: after every gradient accumulation
-    in backward and just before the inner optimizer steps; keeps the largest total."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.peak: StateBytes | None = None
-        self._handles: list = []
-
-    def sample(self, moment: str) -> None:
-        got = held_state(self.engine, moment)
-        if self.peak is None or got.total > self.peak.total:
-            self.peak = got
-
-    def __enter__(self) -> StateMeter:
-        for p in self.engine.module.parameters():
-            if p.requires_grad:
-                self._handles.append(p.register_post_accumulate_grad_hook(lambda _p: self.sample("backward")))
-        inner = getattr(self.engine.optimizer, "optimizer", None)
-        if isinstance(inner, torch.optim.Optimizer):
-            self._handles.append(inner.register_step_pre_hook(lambda *_: self.sample("optimizer step")))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self.sample("after step")
+def state_meter(engine) -> PeakMeter:
+    """A PeakMeter of what ``engine`` holds through one step (the inner optimizer's step too)."""
+    inner = getattr(engine.optimizer, "optimizer", None)
+    optimizer = inner if isinstance(inner, torch.optim.Optimizer) else None
+    return PeakMeter(lambda moment: held_state(engine, moment), engine.module.parameters(), optimizer)
 
 
 # --------------------------------------------------------------------------------------
@@ -329,7 +276,7 @@ class DeepSpeedTrainer:
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self.steps += 1
-        meter = StateMeter(self.engine) if self.steps == self.MEASURE_AT_STEP else None
+        meter = state_meter(self.engine) if self.steps == self.MEASURE_AT_STEP else None
         if meter is not None:
             meter.__enter__()
         try:

@@ -172,3 +172,19 @@ class ContentionProbe:
                 "its pids are likely of another PID namespace (containers), so foreign ones cannot be told apart"
             )
         return len(foreign), None
+
+
+def wait_for_quiet(max_s: float, session_root: int, window_s: float = 0.5) -> dict[str, Any]:
+    """Watch windows of ``window_s`` until one has no contention, for at most ``max_s``
+    (``--wait-quiet``). Returns ``{"waited_s", "quiet", "foreign_cores"}`` of the last window;
+    ``quiet`` is None where contention cannot be measured."""
+    start = time.perf_counter()
+    while True:
+        probe = ContentionProbe(session_root, gpu=False)
+        probe.start()
+        time.sleep(window_s)
+        seen = probe.finish([], None)
+        waited = time.perf_counter() - start
+        quiet = None if seen.contended is None else not seen.contended
+        if quiet is not False or waited >= max_s:
+            return {"waited_s": waited, "quiet": quiet, "foreign_cores": seen.foreign_cores}

@@ -45,6 +45,7 @@ def quantize_static_int8(
     reduce_range: bool | None = None,
     dynamic_batch: bool = False,
     compile: bool = True,
+    dynamic_seq: bool = False,
 ) -> nn.Module:
     """PT2E static int8 (activations and weights) for x86 CPUs; returns the compiled, warmed-up module.
 
@@ -65,9 +66,11 @@ def quantize_static_int8(
     example = _as_inputs(example_inputs)
     reduce_range = (not has_vnni()) if reduce_range is None else reduce_range
     dynamic_shapes = None
-    if dynamic_batch:
-        batch = torch.export.Dim("batch", min=1)
-        dynamic_shapes = tuple({0: batch} for _ in example)
+    if dynamic_batch or dynamic_seq:  # ``dynamic_seq``: dim 1 up to the example's (a token sequence)
+        dims = {0: torch.export.Dim("batch", min=1)} if dynamic_batch else {}
+        if dynamic_seq:
+            dims[1] = torch.export.Dim("seq", min=1, max=example[0].shape[1])
+        dynamic_shapes = tuple(dict(dims) for _ in example)
     was_training = model.training
     model.eval()
     try:

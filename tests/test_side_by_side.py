@@ -1,0 +1,36 @@
+"""``--interleave``: the variants of a case timed in turns, each in its own worker; every result
+keeps its own id and stats and gains its step-time ratio to fp32 from paired turns."""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.side_by_side import _per_turn
+from tests.bench_runs import processes_with_mark, run
+
+
+def test_variants_take_turns_and_carry_their_ratio(tmp_path):
+    proc, results, mark = run(tmp_path, "--family", "dense", "--size", "xs", "--variant", "fp32,amp-bf16,amp-fp16",
+                              "--no-accuracy", "--interleave", "--inject-fault", "dense-xs-amp-fp16=raise")  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]  # the injected fault fails its case
+    fp32, bf16 = (results[f"dense-xs-{v}"]["extra_info"] for v in ("fp32", "amp-bf16"))
+    assert results["dense-xs-amp-fp16"]["extra_info"]["status"] == "error"
+    for info in (fp32, bf16):
+        assert info["status"] == "ok" and info["timing"] == "interleaved"
+        block = info["interleave"]
+        assert block["sides"] == ["dense-xs-fp32", "dense-xs-amp-bf16", "dense-xs-amp-fp16"]
+        assert len(info["step_times_s"]) == block["rounds"] * block["steps_per_turn"]
+    assert fp32["interleave"]["step_time_ratio"] == 1.0
+    ratio = bf16["interleave"]["step_time_ratio"]
+    k = bf16["interleave"]["steps_per_turn"]
+    paired = [
+        a / b for a, b in zip(_per_turn(bf16["step_times_s"], k), _per_turn(fp32["step_times_s"], k), strict=True)
+    ]
+    assert ratio == statistics.median(paired)
+    low, high = bf16["interleave"]["step_time_ratio_ci"]
+    assert low <= ratio <= high
+    assert processes_with_mark(mark) == []
+
+
+def test_per_turn_medians():
+    assert _per_turn([1.0, 3.0, 2.0, 10.0, 12.0, 11.0], 3) == [2.0, 11.0]

@@ -1,0 +1,286 @@
+"""Inference on trained models: ``fp32`` (the trained reference itself) and the compressed
+variants, each a transformation of that reference (``workloads.compress``), applied in the
+case's own worker process (torchao and the x86 quantizer change process-wide settings).
+
+- ``fp32`` (infer): the trained fp32 reference, eager.
+- ``int8``: PT2E static int8 + ``torch.compile`` on x86 CPUs (``reduce_range`` without VNNI);
+  torchao dynamic int8 on CUDA.
+- ``int8-wo``: torchao int8 weight-only (eager): 4x smaller weights, speed as measured.
+- ``prune``: torch-pruning structured, ``PRUNE_RATIO`` of the channels and heads removed, then
+  a short fine-tune.
+- ``prune-unstructured``: global magnitude pruning at ``SPARSITY``, fine-tuned, stored dense
+  (no speed-up expected: the measurement says so).
+- ``lowrank``: Linear layers as W = B·A (truncated SVD), at the smallest rank whose validation
+  accuracy meets ``RANK_TARGET`` of the reference's.
+- ``distill``: a student of at most half the teacher's parameters, trained with Hinton's loss;
+  the same student trained without the teacher is reported beside it (``accuracy_no_teacher``).
+
+Every result carries ``prepare_s`` (export, calibration, compile, SVD, fine-tune, distillation:
+never inside the timed step), ``model_bytes`` (the bytes of the tensors the model computes with),
+``accuracy`` with ``accuracy_reference`` (the trained reference's, on the same test samples),
+``accuracy_delta``, McNemar's paired test on those samples (``mcnemar_p``, ``errors_added``,
+``errors_fixed``) and MLPerf's quality targets (``meets_99``, ``meets_99_9``). The session adds
+``speedup`` (over fp32 inference of the same case) and ``speedup_vs_compiled``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import accuracy
+from .base import count_params
+from .context import CaseContext
+from .reference import trained_reference
+from .variants import ForwardStep, InferVariant, Runnable
+
+PRUNE_RATIO = 0.5  # half the channels and heads
+SPARSITY = 0.5
+FINE_TUNE_FRACTION = 0.5  # fine-tunes and students: this share of the reference's training budget
+RANK_CANDIDATES = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2)
+RANK_TARGET = 0.99  # of the reference's validation accuracy
+
+
+def fine_tune(ctx: CaseContext, model: nn.Module, steps: int, loss: Callable | None = None) -> None:
+    """AdamW on the task's fit split for ``steps`` (the family's learning rate); ``loss(model,
+    inputs, targets)`` defaults to the task loss."""
+    w = ctx.workload
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=w.accuracy_lr)
+    model.train()
+
+    def step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        value = loss(model, inputs, targets) if loss else w.task_loss(model(inputs), targets)
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    accuracy.train(ctx, step, steps, ctx.seed + 1)
+    model.eval()
+
+
+def counted_flops(ctx: CaseContext, model: nn.Module) -> float:
+    """FLOPs of one sample's forward pass through ``model`` (torch's FLOP counter, math attention):
+    what a pruned or factorized model really computes."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, _ = ctx.workload.synthetic_batch(1, ctx.device, torch.Generator().manual_seed(0))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    return float(counter.get_total_flops())
+
+
+class CompressedStep(ForwardStep):
+    """A compressed model's forward pass, judged against the reference on the same samples."""
+
+    def __init__(self, ctx: CaseContext, model, module: nn.Module, reference: nn.Module, info: dict[str, Any]):
+        super().__init__(ctx, model, module)
+        self.reference = reference
+        self.info = info
+        self.flops: float | None = None
+
+    def params(self) -> int:
+        return count_params(self.module)
+
+    def flops_per_sample(self) -> float | None:
+        return self.flops
+
+    def model_bytes(self) -> int:
+        from .compress import model_bytes
+
+        return model_bytes(self.module)
+
+    def accuracy(self) -> dict[str, Any]:
+        from .compress import mcnemar, meets
+
+        ref = accuracy.evaluate(self.ctx, inference(self.reference))
+        new = super().accuracy()
+        test = mcnemar(ref.pop("_correct"), new.pop("_correct"))
+        a, r = new["accuracy"], ref["accuracy"]
+        return new | {
+            "accuracy_reference": r,
+            "accuracy_delta": a - r,
+            "mcnemar_p": test["p_value"],
+            "errors_added": test["b"],
+            "errors_fixed": test["c"],
+            "meets_99": meets(a, r, 0.99) if r > 0 else None,
+            "meets_99_9": meets(a, r, 0.999) if r > 0 else None,
+        }
+
+    def close(self) -> None:
+        super().close()
+        self.reference = None  # type: ignore[assignment]
+
+
+def inference(model: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    def predict(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(inputs)
+
+    return predict
+
+
+class Compressed(InferVariant):
+    """A transformation of the trained reference: ``compress`` returns (callable, module, fields)."""
+
+    baselines = ("fp32",)
+    compiles = False  # compared with compiled fp32 too (``speedup_vs_compiled``)
+    measured_flops = False  # the model's FLOPs differ from the family's analytic count
+
+    def compress(self, ctx: CaseContext, reference: nn.Module) -> tuple[Callable, nn.Module, dict[str, Any]]:
+        raise NotImplementedError
+
+    def build(self, ctx: CaseContext) -> Runnable:
+        reference, about = trained_reference(ctx)
+        start = time.perf_counter()
+        model, module, fields = self.compress(ctx, reference)
+        info = {"prepare_s": time.perf_counter() - start, "compiled": self.compiles, **fields}
+        info |= {"reference_train_s": about["train_s"], "reference_cached": about["cached"]}
+        step = CompressedStep(ctx, model, module, reference, info)
+        if self.measured_flops:
+            step.flops = counted_flops(ctx, module)
+        return step
+
+
+def reference_step(ctx: CaseContext) -> Runnable:
+    """fp32 inference: the trained reference's forward pass (accuracy: its own, the reference)."""
+    reference, about = trained_reference(ctx)
+    info = {"reference_train_s": about["train_s"], "reference_cached": about["cached"], "compiled": False}
+    return CompressedStep(ctx, reference, reference, reference, info)
+
+
+def calibration(ctx: CaseContext, batches: int = 8) -> list[torch.Tensor]:
+    """Inputs of the fit split (real data) at the case's batch size, for int8 calibration."""
+    return [x for x, _ in accuracy.batches(dataclasses.replace(ctx, world_size=1), batches, ctx.seed + 2)]
+
+
+class Int8(Compressed):
+    name = "int8"
+    compute_dtype = torch.int8
+    compiles = True
+    baselines = ("fp32", "compile")
+
+    def compress(self, ctx, reference):
+        from .compress import quantize_dynamic_int8, quantize_static_int8
+        from .cpu_features import has_vnni
+
+        if ctx.device.type == "cuda":
+            model = quantize_dynamic_int8(reference)
+            return model, model, {"int8_path": "torchao dynamic int8 (CUDA)"}
+        example, _ = ctx.workload.synthetic_batch(ctx.batch_size, ctx.device, torch.Generator().manual_seed(ctx.seed))
+        reduce_range = not has_vnni()
+        sequence = ctx.workload.seq_len is not None  # calibrated on real sequences, timed on longer ones
+        model = quantize_static_int8(
+            reference, example, calibration(ctx), reduce_range, dynamic_batch=True, dynamic_seq=sequence
+        )
+        fields = {
+            "int8_path": "PT2E static, X86InductorQuantizer, torch.compile (freezing)",
+            "reduce_range": reduce_range,
+        }
+        return model, model, fields
+
+
+class Int8WeightOnly(Compressed):
+    name = "int8-wo"
+
+    def compress(self, ctx, reference):
+        from .compress import quantize_weight_only_int8
+
+        model = quantize_weight_only_int8(reference)
+        return model, model, {"int8_path": "torchao Int8WeightOnlyConfig (eager)"}
+
+
+class Prune(Compressed):
+    name = "prune"
+    measured_flops = True
+
+    def compress(self, ctx, reference):
+        from .compress import prune_structured
+
+        example, _ = ctx.workload.synthetic_batch(2, ctx.device, torch.Generator().manual_seed(ctx.seed))
+        steps = int(FINE_TUNE_FRACTION * accuracy.budget(ctx))
+        pruned = prune_structured(reference, example, PRUNE_RATIO, fine_tune=lambda m: fine_tune(ctx, m, steps))
+        fields = {"prune_ratio": PRUNE_RATIO, "params_before": pruned.params_before, "fine_tune_steps": steps}
+        return pruned.model.eval(), pruned.model, fields
+
+
+class PruneUnstructured(Compressed):
+    name = "prune-unstructured"
+
+    def compress(self, ctx, reference):
+        from .compress import prune_unstructured
+
+        steps = int(FINE_TUNE_FRACTION * accuracy.budget(ctx))
+        done = prune_unstructured(reference, SPARSITY, fine_tune=lambda m: fine_tune(ctx, m, steps))
+        fields = {"sparsity": done.sparsity, "fine_tune_steps": steps, "storage": "dense (zeros stored)"}
+        return done.model.eval(), done.model, fields
+
+
+class LowRank(Compressed):
+    name = "lowrank"
+    measured_flops = True
+
+    def compress(self, ctx, reference):
+        from .compress import choose_rank
+
+        target = RANK_TARGET * accuracy.evaluate(ctx, inference(reference), on="validation")["accuracy"]
+
+        def score(model: nn.Module) -> float:
+            return accuracy.evaluate(ctx, inference(model.eval()), on="validation")["accuracy"]
+
+        choice = choose_rank(reference, RANK_CANDIDATES, score, target)
+        factorized = choice.factorized
+        if factorized is None:  # no rank met the target: the largest candidate, said so
+            from .compress import factorize_linear
+
+            factorized = factorize_linear(reference, rank_fraction=max(RANK_CANDIDATES))
+        layers = factorized.layers
+        kept = sum(layer.energy for layer in layers) / len(layers) if layers else None
+        fields = {
+            "rank_fraction": choice.rank_fraction if choice.rank_fraction is not None else max(RANK_CANDIDATES),
+            "rank_target_met": choice.rank_fraction is not None,
+            "rank_target": target,
+            "rank_scores": {f"{k:.4g}": v for k, v in choice.scores.items()},
+            "ranks": {layer.name: layer.rank for layer in layers},
+            "kept_energy": kept,
+        }
+        return factorized.model.eval(), factorized.model, fields
+
+
+class Distill(Compressed):
+    name = "distill"
+    measured_flops = True
+
+    def compress(self, ctx, reference):
+        from .compress import hinton_loss, student_config
+        from .compress.distill import ALPHA, TEMPERATURE
+
+        w = ctx.workload
+        student_ctx = dataclasses.replace(ctx, workload=type(w)(student_config(ctx.family, w.cfg)))
+        steps = int(FINE_TUNE_FRACTION * accuracy.budget(ctx) * 2)
+
+        def distilled(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                teacher = w.class_logits(reference(x))
+            return hinton_loss(w.class_logits(model(x)), teacher, y, TEMPERATURE, ALPHA)
+
+        torch.manual_seed(ctx.seed)
+        student = student_ctx.workload.build_model().to(ctx.device)
+        fine_tune(student_ctx, student, steps, distilled)
+        torch.manual_seed(ctx.seed)
+        alone = student_ctx.workload.build_model().to(ctx.device)
+        fine_tune(student_ctx, alone, steps)
+        fields = {
+            "student_params": count_params(student),
+            "teacher_params": count_params(reference),
+            "distill_temperature": TEMPERATURE,
+            "distill_alpha": ALPHA,
+            "distill_steps": steps,
+            "accuracy_no_teacher": accuracy.evaluate(ctx, inference(alone))["accuracy"],
+        }
+        return student, student, fields
