@@ -5,7 +5,8 @@ Runs are the ``results-*.jsonl`` files of ``--results-dir``, newest first (by th
 the name), at most ``MAX_RUNS``; a file ``reports`` cannot read is passed over. A case matches an
 earlier result with the same id, device and world size; its wall time (``wall_s``) counts only
 where that run had the same tier, case timeout, accuracy setting and batch size (the session's
-``settings``), its step time wherever the batch size was the same.
+``settings``; the plan takes the median over such runs, the newest run's outcome), its step
+time wherever the batch size was the same.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ class History:
     def _matches(self, spec: CaseSpec, s: Settings) -> list[Past]:
         return self.cases.get((spec.id, s.device, s.world_size), [])
 
-    def same_settings(self, spec: CaseSpec, s: Settings) -> Past | None:
-        """The newest result of the case from a run with these settings and a wall time."""
+    def same_settings(self, spec: CaseSpec, s: Settings) -> list[Past]:
+        """The case's results from runs with these settings and a wall time, newest first."""
         wanted = run_settings(s)
-        return next((p for p in self._matches(spec, s) if p.settings == wanted and p.wall_s is not None), None)
+        return [p for p in self._matches(spec, s) if p.settings == wanted and p.wall_s is not None]
 
     def step_time(self, spec: CaseSpec, s: Settings, batch_size: int) -> float | None:
         """The newest measured median step time of the case at this batch size."""

@@ -5,9 +5,9 @@ A case's estimate, first rule that applies:
 
 1. **The variant check** (``bench.preflight.check_spec``, as the preflight runs it): a device
    that cannot run the variant skips the case, at no cost.
-2. **An earlier run** in ``--results-dir`` with the same tier, case timeout, accuracy setting
-   and batch size (``bench.history``): its wall time and outcome then (a case skipped then is
-   predicted skipped, with that reason).
+2. **Earlier runs** in ``--results-dir`` with the same tier, case timeout, accuracy setting and
+   batch size (``bench.history``): the median of their wall times, and the newest one's outcome
+   (a case skipped then is predicted skipped, with that reason).
 3. **The model**: the preflight's own lower bound at the matmul peak (``over_timeout``: over
    the case timeout, skipped before it is built); a step time, measured in an earlier run at the
    same batch size or else ``flops_per_step / (peak * EFFICIENCY[family])``; the bench's own
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Sequence
 from types import SimpleNamespace
 
@@ -57,7 +58,7 @@ class Estimate:
     runs: bool  # False: predicted skip
     seconds: float  # its expected wall time (a skip after the warm-up still costs that)
     reason: str | None = None  # why it is skipped
-    basis: str = "model"  # "variant check", "earlier run", "model", "model, step measured before"
+    basis: str = "model"  # "variant check", "earlier run", "median of N earlier runs", "model", ...
     step_s: float | None = None
     dtype: str | None = None  # the compute dtype, whose peak the session probes (None: no probe)
 
@@ -107,12 +108,14 @@ def warm_up_seconds(s: Settings, step: float) -> float:
     return max(max(tier.warmup_rounds, 1) * step, tier.warmup_s)
 
 
-def from_past(spec: CaseSpec, past: Past) -> Estimate:
-    """An earlier run's outcome and wall time with these settings."""
-    info, wall = past.info, past.wall_s or 0.0
+def from_past(spec: CaseSpec, past: Sequence[Past]) -> Estimate:
+    """Earlier runs with these settings: the newest one's outcome, the median of their wall times
+    (a shared machine's speed moves from run to run)."""
+    info, wall = past[0].info, statistics.median(p.wall_s or 0.0 for p in past)
+    basis = "earlier run" if len(past) == 1 else f"median of {len(past)} earlier runs"
     if info.get("status") == "skipped":
-        return Estimate(spec, False, wall, str(info.get("reason")), "earlier run")
-    return Estimate(spec, True, wall, None, "earlier run", info.get("step_time_s"))
+        return Estimate(spec, False, wall, str(info.get("reason")), basis)
+    return Estimate(spec, True, wall, None, basis, info.get("step_time_s"))
 
 
 def with_dtype(e: Estimate, dtype: str | None) -> Estimate:
@@ -146,7 +149,7 @@ def estimate(spec: CaseSpec, s: Settings, history: History, peaks: dict[str, flo
         return Estimate(spec, False, 0.0, str(e), "variant check")
     dtype = str(variant.compute_dtype).removeprefix("torch.")
     past = history.same_settings(spec, s)
-    if past is not None:
+    if past:
         return with_dtype(from_past(spec, past), dtype)
     peak = peak_for(str(device), dtype, peaks)
     if peak:
@@ -201,7 +204,7 @@ def _line(i: int, width: int, e: Estimate) -> str:
 def render_plan(plan: Plan) -> str:
     s = plan.settings
     width = max((len(e.spec.id) for e in plan.estimates), default=10)
-    known = sum(e.basis == "earlier run" for e in plan.estimates)
+    known = sum("earlier run" in e.basis for e in plan.estimates)
     where = f"{len(plan.history.runs)} earlier run(s) in {s.results_dir}" if plan.history.runs else "no earlier run"
     lines = [
         f"archbench plan: tier {s.tier}, device {s.device}, world size {s.world_size}, case timeout"
