@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch first, pinned: on a CPU-only machine this is the CPU build; elsewhere PyPI's default build
+# torch first, pinned: on a CPU-only machine this is the CPU build; elsewhere PyPI's default build.
+# Pip arguments may follow: TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
 EXTRAS ?= deepspeed,compression,plots,dev
 BENCH_ARGS ?=
@@ -15,7 +16,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 

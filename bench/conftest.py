@@ -1,4 +1,5 @@
-"""pytest plugin of ``pytest bench``: options, the case matrix, machine info and the summary."""
+"""pytest plugin of ``pytest bench``: options, the case matrix, machine info, the plan, the
+progress lines and the summary."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from reports.schema import FAILED_STATUSES, PHASES, SCHEMA, SIZE_ORDER
 from . import distributed
 from .faults import FAULT_KINDS, parse_faults
 from .harness import Session
+from .machine import VOLATILE_CPU_KEYS
+from .progress import Progress, ProgressLines
 from .settings import FAMILY_NAMES, TIERS, CaseSpec, Settings, split_list
 from .supervisor import InProcess, Supervisor
 
@@ -85,6 +88,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="ID=KIND[,ID=KIND...]",
         help=f"for testing isolation: make case ID fail in its first timed step; KIND: {', '.join(FAULT_KINDS)}",
+    )
+    g.addoption(
+        "--plan",
+        action="store_true",
+        help="print the cases that would run, each with its predicted skip (and why) or estimated time,"
+        " and the total; run nothing",
+    )
+    g.addoption(
+        "--no-progress",
+        action="store_true",
+        help="no progress line per case as it starts and ends (also off with -q -q)",
     )
     # the DeepSpeed launcher appends --local_rank=N; the rank comes from LOCAL_RANK instead
     g.addoption("--local_rank", "--local-rank", type=int, default=None, help="(set by the DeepSpeed launcher; ignored)")
@@ -175,6 +189,23 @@ def _executor(config: pytest.Config, settings: Settings, ranks: distributed.Rank
     return Supervisor(log_dir, tuple(preload))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--plan``: the matrix and its estimates, before anything is configured or started."""
+    if not config.getoption("--plan", False):
+        return None
+    from .history import load_history
+    from .plan import make_plan, render_plan
+
+    try:
+        settings = _settings(config)
+        matrix = settings.matrix(known_variants())
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    print(render_plan(make_plan(settings, matrix, load_history(settings.results_dir))), end="", flush=True)
+    return 0
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads --benchmark-json (rank 0 only)
 def pytest_configure(config: pytest.Config) -> None:
     try:
@@ -233,19 +264,64 @@ def archbench_session(request: pytest.FixtureRequest) -> Session:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Facts of the machine only: ``--benchmark-compare`` warns on any difference, so what
+    changes from session to session (the peaks, torch's threads, the CPU's current clock) goes
+    to ``archbench.session`` instead."""
     session = config.stash.get(SESSION_KEY, None)
-    if session is not None:
-        session.machine_info_base = dict(machine_info)
-        machine_info["archbench"] = session.machine_info()
+    if session is None:
+        return
+    cpu = machine_info.get("cpu")
+    if isinstance(cpu, dict):
+        for key in VOLATILE_CPU_KEYS:
+            if key in cpu:
+                session.moved_facts[f"cpu_{key}"] = cpu.pop(key)
+    session.machine_info_base = dict(machine_info)
+    machine_info["archbench"] = session.machine_info()
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
     """Cases that did not end ok have no pytest-benchmark stats, and pytest-benchmark's own
-    readers need stats in every entry of ``benchmarks``: they go under ``archbench.not_ok``."""
+    readers need stats in every entry of ``benchmarks``: they go under ``archbench.not_ok``.
+    The session's own measurements go under ``archbench.session``."""
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
         return
-    output_json["archbench"] = {"schema": SCHEMA, "not_ok": session.not_ok}
+    output_json["archbench"] = {"schema": SCHEMA, "not_ok": session.not_ok, "session": session.session_facts()}
+
+
+def _progress_on(config: pytest.Config, session: Session) -> bool:
+    quiet = config.getoption("verbose", 0) <= -2
+    off = quiet or config.getoption("--no-progress") or _collect_only(config)
+    return session.ranks.is_main and not off
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Progress lines for the cases that will run (after ``-k`` and deselection)."""
+    config = session.config
+    bench = config.stash.get(SESSION_KEY, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if bench is None or reporter is None or not _progress_on(config, bench):
+        return
+    cases = [(item.nodeid, spec) for item in session.items if (spec := _spec_of(item)) is not None]
+    progress = Progress(reporter.write_line, cases, _estimates(bench, [spec for _, spec in cases]))
+    config.pluginmanager.register(ProgressLines(progress, bench.by_nodeid), "archbench-progress")
+
+
+def _estimates(bench: Session, specs: list[CaseSpec]) -> dict[str, float]:
+    """The plan's estimate of each case (for the time left), or none where it cannot be made."""
+    from .history import load_history
+    from .plan import make_plan
+
+    try:
+        plan = make_plan(bench.settings, specs, load_history(bench.settings.results_dir))
+    except Exception:  # an estimate is a nicety: the run goes on without one
+        return {}
+    return {e.spec.id: e.seconds for e in plan.estimates}
+
+
+def _spec_of(item: pytest.Item) -> CaseSpec | None:
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("case_spec")
 
 
 @pytest.hookimpl(trylast=True)

@@ -7,6 +7,7 @@ test's own verdict: passed (``ok``), skipped (``skipped``) or failed (``timeout`
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from reports.schema import FAILED_STATUSES, REFERENCE_VARIANT
 from workloads.registry import variant_factory
 
 from .distributed import Ranks
-from .machine import machine_facts
+from .history import run_settings
+from .machine import machine_facts, session_facts
 from .pipeline import CaseRequest, Outcome, Refused, not_run_info
 from .preflight import preflight
 from .results import ResultsStream, clean
@@ -42,14 +44,31 @@ class Session:
         self.stream: ResultsStream | None = None
         self.machine_info_base: dict[str, Any] | None = None  # pytest-benchmark's, for the stream's header
         self.peaks: dict[str, float] = {}
+        self.probe_s = 0.0  # seconds spent in peak probes (not counted in the cases' wall_s)
+        self.moved_facts: dict[str, Any] = {}  # per-session entries taken out of pytest-benchmark's machine_info
         self.fp32_accuracy: dict[tuple[str, str, str, int], float] = {}
         self.infer_rates: dict[tuple[str, str, str, int, int], float] = {}  # (variant, family, size, ws, batch)
         self.grouped: dict[str, Outcome] = {}  # --interleave: outcomes of the cases their group ran
         self.results: list[dict] = []  # every case's extra_info, in the order they ran
+        self.by_nodeid: dict[str, dict] = {}  # the same, by pytest node id (progress lines)
         self.not_ok: list[dict] = []  # pytest-benchmark JSON entries of the cases that did not end ok
 
     def machine_info(self) -> dict:
-        return machine_facts(self.settings.device, self.peaks)
+        """Facts of the machine (pytest-benchmark's ``machine_info["archbench"]``)."""
+        return machine_facts(self.settings.device)
+
+    def session_facts(self) -> dict:
+        """What this session measured and the settings that decide its cases' wall times
+        (the JSON's ``archbench.session``, the streamed machine line's ``session``)."""
+        return {**session_facts(self.peaks), **self.moved_facts, "settings": run_settings(self.settings)}
+
+    def probe(self, device: str, dtype: str) -> float:
+        """The executor's peak probe, timed (``wall_s`` of a case leaves it out)."""
+        start = time.monotonic()
+        try:
+            return self.executor.probe(device, dtype)
+        finally:
+            self.probe_s += time.monotonic() - start
 
     def request(self, spec: CaseSpec, benchmark, peak: float | None) -> CaseRequest:
         return CaseRequest(
@@ -71,7 +90,7 @@ class Session:
         """The preflight here: the case's request, or its Outcome when it will not run."""
         s = self.settings
         try:
-            peak = preflight(spec, s, self.ranks, self.peaks, self.executor.probe)
+            peak = preflight(spec, s, self.ranks, self.peaks, self.probe)
         except Refused as e:
             return Outcome("skipped", not_run_info(spec, s.device, s.world_size, "skipped", str(e), "preflight"))
         except RuntimeError as e:  # the peak probe failed
@@ -145,6 +164,7 @@ class Session:
 
     def record(self, item: pytest.Item, info: dict, stats: dict | None) -> None:
         self.results.append(info)
+        self.by_nodeid[item.nodeid] = info
         group = f"{info['family']}-{info['size']}"
         if info["status"] != "ok":
             self.not_ok.append({"name": item.name, "fullname": item.nodeid, "group": group, "extra_info": info})
@@ -153,7 +173,7 @@ class Session:
         if self.stream is None:  # opened by the first result: --help and --collect-only write nothing
             machine_info = dict(self.machine_info_base or {})
             machine_info["archbench"] = self.machine_info()
-            self.stream = ResultsStream(self.settings.results_dir, machine_info)
+            self.stream = ResultsStream(self.settings.results_dir, machine_info, self.session_facts())
         self.stream.benchmark(item.name, item.nodeid, group, info, stats)
 
     def close(self) -> None:
@@ -175,9 +195,11 @@ def run_benchmark(item: pytest.Item, benchmark, session: Session, spec: CaseSpec
     """Run one case; record it; pass, skip or fail the test by its status. Returns extra_info."""
     benchmark.group = f"{spec.family}-{spec.size}"
     benchmark._mode = "benchmark.pedantic(...)"  # noqa: SLF001 (timed in the worker, as pedantic would)
+    start, probes = time.monotonic(), session.probe_s
     outcome = session.run(spec, benchmark)
     session.peaks.update(outcome.peaks)
     info = clean(session.with_speedup(session.with_reference(outcome.info)))  # no NaN or infinity in JSON
+    info["wall_s"] = time.monotonic() - start - (session.probe_s - probes)
     stats = None
     if outcome.status == "ok":
         benchmark.extra_info.update(info)

@@ -70,7 +70,7 @@ class _Worker:
         from workloads.registry import parse_device
 
         from .distributed import Ranks
-        from .machine import machine_facts
+        from .machine import machine_facts, session_facts
         from .settings import TIERS
         from .timing import timed_step, warm_up
         from .worker import is_oom
@@ -97,7 +97,7 @@ class _Worker:
             return {"ok": False, "status": "oom" if is_oom(e) else "error", "reason": repr(e)}
         self.host_times, self.windows = [], 0
         self.warmup = {"steady_step_s": steady, "inject_slowdown": msg.get("inject_slowdown", 0.0)}
-        return {"ok": True, "steady_step_s": steady, "machine": machine_facts(msg["device"], {})}
+        return {"ok": True, "steady_step_s": steady, "machine": {**machine_facts(msg["device"]), **session_facts({})}}
 
     def run(self, msg: dict[str, Any]) -> dict[str, Any]:
         """One turn: ``rewarm`` untimed steps (they refill the caches the other sides

@@ -1,4 +1,11 @@
-"""Machine facts for pytest-benchmark's machine_info: torch, CUDA, DeepSpeed, CPU and GPU."""
+"""Machine facts for pytest-benchmark's machine_info (torch, CUDA, DeepSpeed, CPU and GPU), and
+apart from them what the session measures (the matmul peaks, torch's thread count).
+
+pytest-benchmark's ``--benchmark-compare`` warns when the machine_info of two runs differs at
+all, so machine_info holds only facts of the machine and its software; the per-session
+measurements go to the JSON's top-level ``archbench.session`` and the streamed machine line's
+``session`` (``bench.conftest``), and every benchmark keeps its own ``peak_tflops``.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +55,17 @@ def gpu_facts() -> dict:
     return facts
 
 
-def machine_facts(device: str, peak_tflops: dict[str, float]) -> dict:
+# pytest-benchmark's machine_info["cpu"] (py-cpuinfo) keys that change from read to read
+VOLATILE_CPU_KEYS = ("hz_actual", "hz_actual_friendly")
+
+
+def session_facts(peak_tflops: dict[str, float]) -> dict:
+    """What this session measured or chose, which another session of the same machine may not share."""
+    return {"peak_tflops": dict(peak_tflops), "torch_threads": torch.get_num_threads()}
+
+
+def machine_facts(device: str) -> dict:
+    """Facts of the machine and its software: the same in every session of this machine."""
     gpu = gpu_facts()
     cpu = cpu_model()
     uses_gpu = device.startswith("cuda") and gpu["gpu_name"]
@@ -62,9 +79,7 @@ def machine_facts(device: str, peak_tflops: dict[str, float]) -> dict:
         "torchao": _version("torchao"),
         "cpu_model": cpu,
         "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
         **gpu,
         "device": device,
-        "peak_tflops": dict(peak_tflops),
         "label": gpu["gpu_name"] if uses_gpu else cpu,
     }

@@ -25,7 +25,10 @@ def clean(value: Any) -> Any:
 
 
 class ResultsStream:
-    def __init__(self, directory: str | os.PathLike, machine_info: dict):
+    """``results-<stamp>-<pid>.jsonl``: the machine line (pytest-benchmark's ``machine_info``
+    and, apart from it, the ``session``'s own measurements), then a line per benchmark."""
+
+    def __init__(self, directory: str | os.PathLike, machine_info: dict, session: dict | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -36,6 +39,7 @@ class ResultsStream:
                 "type": "machine",
                 "schema": SCHEMA,
                 "machine_info": machine_info,
+                **({"session": session} if session is not None else {}),
                 "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             }
         )

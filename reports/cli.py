@@ -28,6 +28,8 @@ from reports.inputs import DEFAULT_STORAGE, load_inputs
 from reports.metrics import METRICS
 from reports.table import FORMATS
 
+TABLE_FORMATS = (*FORMATS, "csv")  # csv: the numbers, a row per result and metric (reports.csvout)
+
 EXIT_OK = 0
 EXIT_UNUSABLE = 2
 INPUT_HELP = (
@@ -51,13 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = commands.add_parser("table", help="Throughput, Accuracy and Efficiency tables")
     _add_inputs(table)
-    table.add_argument("--format", choices=FORMATS, default="github", help="table format (default: %(default)s)")
+    table.add_argument(
+        "--format", choices=TABLE_FORMATS, default="github", help="table format, or csv (default: %(default)s)"
+    )
     table.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
     compare = commands.add_parser("compare", help="hardware comparison, one column per machine")
     _add_inputs(compare)
     compare.add_argument("--metric", choices=list(METRICS), default="samples_per_s", help="default: %(default)s")
-    compare.add_argument("--format", choices=FORMATS, default="github", help="table format (default: %(default)s)")
+    compare.add_argument(
+        "--format", choices=TABLE_FORMATS, default="github", help="table format, or csv (default: %(default)s)"
+    )
     compare.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
     plot = commands.add_parser("plot", help="scaling curves as PNG files")
@@ -107,20 +113,22 @@ def _dispatch(argv: list[str], stdout: TextIO) -> int:
         return _run_check(argv[1:], stdout)
     args = build_parser().parse_args(argv)
     if args.command == "table":
+        from reports.csvout import results_csv
         from reports.table import build_tables, render_all
 
-        _emit(
-            render_all(build_tables(load_inputs(args.inputs, args.storage)), args.format),
-            args.output,
-            stdout,
-        )
+        runs = load_inputs(args.inputs, args.storage)
+        text = results_csv(runs) if args.format == "csv" else render_all(build_tables(runs), args.format)
+        _emit(text, args.output, stdout)
     elif args.command == "compare":
         from reports.compare import build_comparison, machine_columns
+        from reports.csvout import comparison_csv
         from reports.table import render
 
         loaded = [(text, load_inputs([text], args.storage)) for text in args.inputs]
-        table = build_comparison(machine_columns(loaded), args.metric)
-        _emit(render(table, args.format), args.output, stdout)
+        columns = machine_columns(loaded)
+        table = build_comparison(columns, args.metric)  # also checks the inputs, for csv too
+        _emit(comparison_csv(columns, args.metric) if args.format == "csv" else render(table, args.format),
+              args.output, stdout)  # fmt: skip
     elif args.command == "plot":
         from reports.plot import write_plots
 

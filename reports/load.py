@@ -41,6 +41,7 @@ from reports.validate import (
     unsupported_schema,
     validate_extra_info,
     validate_machine_info,
+    validate_session,
     validate_stats,
 )
 
@@ -126,13 +127,20 @@ class Result:
 
 @dataclass
 class Run:
-    """The results of one session on one machine."""
+    """The results of one session on one machine.
+
+    ``machine_info`` is pytest-benchmark's (what ``--benchmark-compare`` compares: facts of
+    the machine); ``session`` holds what the bench measured once in this session (the matmul
+    peaks ``peak_tflops``, ``torch_threads``: the JSON's ``archbench.session``, a jsonl
+    machine line's ``session``). ``facts`` merges the two; older files kept the peaks in
+    ``machine_info["archbench"]``, and ``facts`` finds them there too."""
 
     machine_info: Mapping[str, Any]
     results: list[Result]
     source: str
     label: str = ""
     datetime: str | None = None
+    session: Mapping[str, Any] = field(default_factory=dict)
     _by_id: dict[tuple[str, int], Result] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +154,12 @@ class Run:
 
     def get(self, benchmark_id: str, world_size: int = 1) -> Result | None:
         return self._by_id.get((benchmark_id, world_size))
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The machine's facts (``machine_info["archbench"]``) and this session's measurements."""
+        archbench = self.machine_info.get("archbench")
+        return {**(archbench if isinstance(archbench, Mapping) else {}), **self.session}
 
 
 def _text(value: object) -> str:
@@ -250,7 +264,9 @@ def load_json(path: str | Path) -> Run:
     records = (_result(entry, f"{where}: benchmarks[{i}]", True) for i, entry in enumerate(benchmarks))
     results = [result for result in records if result is not None]
     results += _not_ok_results(data.get("archbench"), where, results)
-    return Run(machine_info, results, where, datetime=_datetime(data.get("datetime"), where))
+    block = data.get("archbench")
+    session = validate_session(block.get("session") if isinstance(block, dict) else None, where, "archbench.session")
+    return Run(machine_info, results, where, datetime=_datetime(data.get("datetime"), where), session=session)
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -274,18 +290,19 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield where, expect_object(record, where, "line")
 
 
-def _machine_line(record: dict[str, Any], where: str) -> tuple[dict[str, Any], str | None]:
+def _machine_line(record: dict[str, Any], where: str) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
     if record.get("schema") != SCHEMA:
         raise ReportError(f"{where}: {unsupported_schema(record.get('schema'))}")
     if "machine_info" not in record:
         raise ReportError(f"{where}: missing field 'machine_info'")
-    return validate_machine_info(record["machine_info"], where), _datetime(record.get("datetime"), where)
+    machine_info = validate_machine_info(record["machine_info"], where)
+    return machine_info, _datetime(record.get("datetime"), where), validate_session(record.get("session"), where)
 
 
 def load_jsonl(path: str | Path) -> Run:
     """A streamed ``results-<session>.jsonl`` file: a machine line, then benchmark lines."""
     path = Path(path)
-    machine: tuple[dict[str, Any], str | None] | None = None
+    machine: tuple[dict[str, Any], str | None, dict[str, Any]] | None = None
     results: list[Result] = []
     for where, record in _jsonl_records(path):
         kind = record.get("type")
@@ -304,7 +321,7 @@ def load_jsonl(path: str | Path) -> Run:
             raise ReportError(f"{where}: type {shown} is neither 'machine' nor 'benchmark'")
     if machine is None:
         raise ReportError(f"{path}: no machine line (not an archbench results file)")
-    return Run(machine[0], results, str(path), datetime=machine[1])
+    return Run(machine[0], results, str(path), datetime=machine[1], session=machine[2])
 
 
 def load_file(path: str | Path) -> Run:

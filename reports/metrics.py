@@ -18,7 +18,13 @@ A :class:`Metric` says:
   points; ``None``: no comparison shown);
 - ``signed``: whether the value may be negative (a difference such as ``accuracy_delta``);
   every other metric is a time, size, rate or count, and ``reports.validate`` refuses a
-  negative one.
+  negative one;
+- ``timing``: how the metric follows the median step time, whose 95% interval
+  (``step_time_ci_s``) then bounds it too: ``"time"`` (proportional: the step time itself),
+  ``"rate"`` (inversely proportional: throughput, TFLOP/s, MFU), ``None`` (not from the step
+  time: accuracy, memory, energy);
+- ``windowed``: measured over the timed window, so other work on the machine during it
+  (``contention.contended``) bears on it: the timing metrics, power and energy.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ Direction = Literal["higher", "lower"]
 Scale = Literal["si", "bytes", "time", "percent", "plain"]
 TableName = Literal["throughput", "accuracy", "efficiency", "compression"]
 RatioStyle = Literal["ratio", "delta"]
+Timing = Literal["time", "rate"]
 
 TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency", "compression")
 TABLE_TITLES: dict[TableName, str] = {
@@ -54,26 +61,32 @@ class Metric:
     fmt: str = "{:.3g}"
     ratio: RatioStyle | None = "ratio"
     signed: bool = False
+    timing: Timing | None = None
+    windowed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.timing is not None and not self.windowed:
+            raise ValueError(f"{self.key}: a timing metric is measured over the timed window")
 
 
 # Order matters: a table lists its metrics in this order.
 # fmt: off
 METRICS: dict[str, Metric] = {m.key: m for m in (
-    # key, label, unit, direction, table, scale[, fmt, ratio, signed]
-    Metric("samples_per_s", "samples/s", "samples/s", "higher", "throughput", "si"),
-    Metric("tokens_per_s", "tokens/s", "tokens/s", "higher", "throughput", "si"),
-    Metric("step_time_s", "step time", "s", "lower", "throughput", "time"),
-    Metric("tflops", "TFLOP/s", "TFLOP/s", "higher", "throughput", "plain"),
+    # key, label, unit, direction, table, scale[, fmt, ratio, signed, timing, windowed]
+    Metric("samples_per_s", "samples/s", "samples/s", "higher", "throughput", "si", timing="rate", windowed=True),
+    Metric("tokens_per_s", "tokens/s", "tokens/s", "higher", "throughput", "si", timing="rate", windowed=True),
+    Metric("step_time_s", "step time", "s", "lower", "throughput", "time", timing="time", windowed=True),
+    Metric("tflops", "TFLOP/s", "TFLOP/s", "higher", "throughput", "plain", timing="rate", windowed=True),
     Metric("accuracy", "accuracy", "fraction", "higher", "accuracy", "percent",
            fmt="{:.1f}", ratio="delta"),
     Metric("accuracy_delta", "accuracy vs fp32", "fraction", "higher", None, "percent",
            fmt="{:+.1f}", ratio=None, signed=True),
     Metric("model_bytes", "model size", "bytes", "lower", "accuracy", "bytes"),
     Metric("params", "parameters", "count", None, "accuracy", "si"),
-    Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent"),
-    Metric("samples_per_j", "samples/J", "samples/J", "higher", "efficiency", "si"),
-    Metric("energy_j_per_sample", "energy/sample", "J/sample", "lower", None, "plain"),
-    Metric("power_w", "power (W)", "W", None, "efficiency", "plain"),
+    Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent", timing="rate", windowed=True),
+    Metric("samples_per_j", "samples/J", "samples/J", "higher", "efficiency", "si", windowed=True),
+    Metric("energy_j_per_sample", "energy/sample", "J/sample", "lower", None, "plain", windowed=True),
+    Metric("power_w", "power (W)", "W", None, "efficiency", "plain", windowed=True),
     Metric("peak_mem_bytes", "peak memory", "bytes", "lower", "efficiency", "bytes"),
     Metric("model_state_bytes", "model state", "bytes", "lower", "efficiency", "bytes"),
     Metric("model_state_bytes_predicted", "model state (predicted)", "bytes", "lower",
@@ -148,6 +161,18 @@ def format_value(metric: Metric, value: float) -> str:
     return metric.fmt.format(value)
 
 
+def human_unit(metric: Metric) -> tuple[float, str]:
+    """``(factor, unit)`` that puts the metric on a plot's axis in units a reader knows:
+    bytes in MiB, fractions in %, seconds in ms; others as they are."""
+    if metric.scale == "bytes":
+        return 1 / 2**20, "MiB"
+    if metric.scale == "percent":
+        return 100.0, "%"
+    if metric.scale == "time":
+        return 1e3, "ms"
+    return 1.0, metric.unit
+
+
 def ratio(value: float, reference: float) -> float | None:
     """``value / reference``, or None where a ratio means nothing (reference <= 0)."""
     if reference <= 0 or value < 0:
@@ -155,11 +180,18 @@ def ratio(value: float, reference: float) -> float | None:
     return value / reference
 
 
-def format_times(r: float) -> str:
-    """A ratio: ``0.52x``, ``12.30x``; two significant digits below 0.1 (``0.024x``)."""
+def format_times(r: float, digits: int | None = None) -> str:
+    """A ratio: ``0.52x``, ``3.97x``, ``12.3x``, ``123x``; two significant digits below 0.1
+    (``0.024x``). ``digits``: that many significant digits instead (a ratio whose interval
+    allows no more)."""
+    text = f"{r:#.{digits}g}".rstrip(".") if digits is not None and 0 < r < 100 else "e"
+    if "e" not in text:
+        return text + "x"  # 0.90x, 11x
     if 0 < r < 0.1:
         return f"{r:.2g}x"
-    return f"{r:.0f}x" if r >= 100 else f"{r:.2f}x"
+    if r >= 10:
+        return f"{r:.0f}x" if r >= 100 else f"{r:.1f}x"
+    return f"{r:.2f}x"
 
 
 def format_ratio(metric: Metric, value: float, reference: float) -> str | None:

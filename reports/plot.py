@@ -1,7 +1,9 @@
 """Scaling curves: throughput, peak memory and MFU against parameters, one line per variant.
 
 One figure per family (and per machine and world size when the input holds several),
-three log-log panels; values beyond ``PLOTTABLE`` are left out, with a note in the panel.
+three log-log panels in units a reader knows (samples/s, MiB, %: ``metrics.human_unit``),
+titled with the family and the machine; values beyond ``PLOTTABLE`` are left out, with a
+note in the panel.
 matplotlib is imported here only, when a plot is drawn; figures are built with
 ``matplotlib.figure.Figure`` and rendered by the Agg canvas (no pyplot, no GUI backend).
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.load import ReportError, Result, Run, result_index
-from reports.metrics import METRICS
+from reports.metrics import METRICS, human_unit
 from reports.schema import variant_rank
 
 PANELS = ("samples_per_s", "peak_mem_bytes", "mfu")
@@ -33,27 +35,34 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "machine"
 
 
-def figure_groups(runs: Sequence[Run]) -> dict[str, list[Result]]:
-    """Results per figure, named ``family`` (plus machine and world size where they vary)."""
+def figure_index(runs: Sequence[Run]) -> dict[str, tuple[str, list[Result]]]:
+    """Per figure (named ``family``, plus machine and world size where they vary): its
+    machine's label and its results."""
     index = result_index(runs)
     show_machine = len({machine for machine, _, _ in index}) > 1
     show_world_size = len({ws for _, ws, _ in index}) > 1
-    groups: dict[str, list[Result]] = {}
+    groups: dict[str, tuple[str, list[Result]]] = {}
     for (machine, world_size, _), result in sorted(index.items(), key=lambda item: item[1].order):
         name = result.family  # a name (reports.validate): safe in a file name
         if show_machine:
             name = f"{_slug(machine)}-{name}"
         if show_world_size:
             name += f"-ws{world_size}"
-        groups.setdefault(name, []).append(result)
+        groups.setdefault(name, (machine, []))[1].append(result)
     return groups
 
 
+def figure_groups(runs: Sequence[Run]) -> dict[str, list[Result]]:
+    """Results per figure (see ``figure_index``)."""
+    return {name: results for name, (_, results) in figure_index(runs).items()}
+
+
 def _points(results: list[Result], variant: str, key: str) -> tuple[list[tuple[float, float]], int]:
-    """(parameters, value) of a variant's results that ran and measured ``key``, and how many
-    such points lie beyond ``PLOTTABLE`` (left out)."""
+    """(parameters, value in human units) of a variant's results that ran and measured ``key``,
+    and how many such points lie beyond ``PLOTTABLE`` (left out)."""
+    factor, _ = human_unit(METRICS[key])
     points = [
-        (params, value)
+        (params, value * factor)
         for r in results
         if r.variant == variant
         and (params := r.value("params")) is not None
@@ -74,7 +83,8 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
         axes = figure.add_subplot(1, len(PANELS), position)
         axes.set_title(metric.label)
         axes.set_xlabel("parameters")
-        axes.set_ylabel(metric.label if metric.label == metric.unit else f"{metric.label} ({metric.unit})")
+        _, unit = human_unit(metric)
+        axes.set_ylabel(metric.label if metric.label == unit else f"{metric.label} ({unit})")
         drawn, left_out = False, 0
         for variant in variants:
             points, beyond = _points(results, variant, key)
@@ -105,9 +115,10 @@ def render_pngs(runs: Sequence[Run], dpi: int = 100) -> dict[str, bytes]:
     except ImportError as error:  # pragma: no cover - matplotlib is a dependency
         raise ReportError(f"plot: matplotlib is not available ({error})") from None
     pngs: dict[str, bytes] = {}
-    for name, results in figure_groups(runs).items():
+    for name, (machine, results) in figure_index(runs).items():
         figure = Figure(figsize=(15, 4.5), layout="constrained")
-        _draw(figure, name, results)
+        world = f", world size {results[0].world_size}" if name.endswith(f"-ws{results[0].world_size}") else ""
+        _draw(figure, f"{results[0].family} on {machine}{world}", results)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=dpi)
         pngs[name] = buffer.getvalue()

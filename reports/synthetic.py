@@ -1,10 +1,13 @@
 """Synthetic archbench results shaped like the bench's, for tests and ``bench_render``.
 
 ``make_extra_info`` builds one benchmark's ``extra_info`` per ``docs/schema.md`` with
-plausible, self-consistent numbers (any key can be overridden); ``write_benchmark_json``
-and ``write_jsonl`` write them the way pytest-benchmark (plus the bench's
-``archbench.not_ok`` for cases that did not end ok) and ``--results-dir`` do.
-No figure here is a measurement.
+plausible, self-consistent numbers (any key can be overridden), including the timing
+uncertainty the bench reports (``step_time_ci_s``, ``step_time_ci_rel``, ``stable``,
+``stable_threshold``, ``timing_stop``) and ``contention``: pass ``unstable=True`` or
+``contended=True`` for a result that is not to be trusted. ``write_benchmark_json`` and
+``write_jsonl`` write them the way pytest-benchmark (plus the bench's ``archbench`` block:
+``not_ok`` for cases that did not end ok, ``session`` for the per-session measurements) and
+``--results-dir`` do. No figure here is a measurement.
 """
 
 from __future__ import annotations
@@ -48,8 +51,21 @@ VARIANTS = (
 )
 
 
+STABLE_THRESHOLD = 0.05
+# the interval of the median step around it: [median * (1 - low), median * (1 + high)]
+CI_LOW, CI_HIGH = 0.02, 0.03
+UNSTABLE_CI = 0.12
+
+
+def session_facts(gpu_name: str | None = None) -> dict[str, Any]:
+    """What the bench measures once per session (``archbench.session``): the matmul peaks."""
+    peaks = {"cpu:float32": 0.18} if gpu_name is None else {"cuda:bfloat16": 700.0}
+    return {"peak_tflops": peaks, "torch_threads": 2}
+
+
 def machine_info(label: str = "AMD EPYC 7B13", gpu_name: str | None = None, cores: int = 2) -> dict[str, Any]:
-    """pytest-benchmark's machine_info with the ``archbench`` block the bench adds."""
+    """pytest-benchmark's machine_info with the ``archbench`` block the bench adds (machine
+    facts only: what varies from session to session is in ``session_facts``)."""
     return {
         "node": "bench-host",
         "processor": "x86_64",
@@ -68,7 +84,7 @@ def machine_info(label: str = "AMD EPYC 7B13", gpu_name: str | None = None, core
             "gpu_name": gpu_name,
             "gpu_count": 1 if gpu_name else 0,
             "driver": "550.54" if gpu_name else None,
-            "peak_tflops": {"cpu:float32": 0.18} if gpu_name is None else {"cuda:bfloat16": 700.0},
+            "device": "cuda:0" if gpu_name else "cpu",
             "label": label,
         },
     }
@@ -83,10 +99,14 @@ def make_extra_info(
     reason: str | None = None,
     world_size: int = 1,
     phase: str | None = None,
+    unstable: bool = False,
+    contended: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """One benchmark's extra_info; ``overrides`` replace any key after the defaults. The phase
-    defaults to ``infer`` for int8, else ``train``."""
+    defaults to ``infer`` for int8, else ``train``. The step-time interval follows the final
+    ``step_time_s`` (±2-3%, or ±12% and ``stable`` false with ``unstable``); ``contended``
+    puts 1.1 foreign cores into ``contention``."""
     if phase is None:
         phase = "infer" if variant.startswith("int8") else "train"
     info: dict[str, Any] = {
@@ -108,7 +128,14 @@ def make_extra_info(
     if status != "ok":
         info.update({"params": params, "absent": {}, "telemetry": {}})
         info.update(overrides)
-        return info
+        return with_timing_trust(info, unstable, contended, overrides)
+    info.update(measured_fields(family, variant, params, world_size))
+    info.update(overrides)
+    return with_timing_trust(info, unstable, contended, overrides)
+
+
+def measured_fields(family: str, variant: str, params: int, world_size: int) -> dict[str, Any]:
+    """The fields of a result that ran: plausible, self-consistent numbers."""
     samples_per_step = 32 * world_size
     flops_per_step = FAMILY_FLOPS.get(family, 6.0) * params * samples_per_step
     step_time_s = flops_per_step / 0.05e12 / SPEEDUP.get(variant.split("+")[0], 1.0)
@@ -116,41 +143,39 @@ def make_extra_info(
     samples_per_s = samples_per_step / step_time_s
     tflops = flops_per_step / step_time_s / 1e12
     accuracy = 0.97 - 0.01 * ("int8" in variant or "prune" in variant)
-    info.update(
-        {
-            "params": params,
-            "samples_per_step": samples_per_step,
-            "flops_per_step": flops_per_step,
-            "step_time_s": statistics.median(step_times_s),
-            "step_times_s": step_times_s,
-            "samples_per_s": samples_per_s,
-            "tokens_per_s": samples_per_s * 128 if family == "transformer" else None,
-            "tflops": tflops,
-            "peak_tflops": 0.18,
-            "mfu": tflops / 0.18,
-            "peak_mem_bytes": 300 * 2**20 + 20 * params,
-            "mem_source": "rss-tree",
-            "model_state_bytes": 16 * params // world_size,
-            "model_state_bytes_predicted": 16 * params // world_size,
+    fields: dict[str, Any] = {
+        "params": params,
+        "samples_per_step": samples_per_step,
+        "flops_per_step": flops_per_step,
+        "step_time_s": statistics.median(step_times_s),
+        "step_times_s": step_times_s,
+        "samples_per_s": samples_per_s,
+        "tokens_per_s": samples_per_s * 128 if family == "transformer" else None,
+        "tflops": tflops,
+        "peak_tflops": 0.18,
+        "mfu": tflops / 0.18,
+        "peak_mem_bytes": 300 * 2**20 + 20 * params,
+        "mem_source": "rss-tree",
+        "model_state_bytes": 16 * params // world_size,
+        "model_state_bytes_predicted": 16 * params // world_size,
+        "power_w": None,
+        "energy_j_per_sample": None,
+        "samples_per_j": None,
+        "energy_source": "none",
+        "energy_reason": "RAPL not readable",
+        "accuracy": accuracy,
+        "accuracy_metric": "top1",
+        "accuracy_task": "digits",
+        "accuracy_reference": 0.97,
+        "accuracy_delta": accuracy - 0.97,
+        "model_bytes": 4 * params,
+        "telemetry": {
+            "t": [0.0, 0.1, 0.2, 0.3, 0.4],
+            "mem_bytes": [2**28, 2**28 + 2**24, 2**28 + 2**25, 2**28 + 2**25, 2**28 + 2**24],
             "power_w": None,
-            "energy_j_per_sample": None,
-            "samples_per_j": None,
-            "energy_source": "none",
-            "energy_reason": "RAPL not readable",
-            "accuracy": accuracy,
-            "accuracy_metric": "top1",
-            "accuracy_task": "digits",
-            "accuracy_reference": 0.97,
-            "accuracy_delta": accuracy - 0.97,
-            "model_bytes": 4 * params,
-            "telemetry": {
-                "t": [0.0, 0.1],
-                "mem_bytes": [2**28, 2**28],
-                "power_w": None,
-                "util_pct": [97.0, 99.0],
-            },
-        }
-    )
+            "util_pct": [97.0, 99.0, 98.0, 99.5, 96.0],
+        },
+    }
     absent = {
         "power_w": "RAPL not readable",
         "energy_j_per_sample": "RAPL not readable",
@@ -158,8 +183,40 @@ def make_extra_info(
     }
     if family != "transformer":
         absent["tokens_per_s"] = "not a sequence model"
-    info["absent"] = absent
-    info.update(overrides)
+    fields["absent"] = absent
+    return fields
+
+
+def contention(contended: bool = False) -> dict[str, Any]:
+    """A CPU result's ``contention``: other work on the machine while it was timed."""
+    return {
+        "foreign_cores": 1.1 if contended else 0.02,
+        "steal_pct": 0.0,
+        "foreign_gpu_processes": None,
+        "contended": contended,
+        "threshold_cores": 0.25,
+        "threshold_steal_pct": 5.0,
+    }
+
+
+def with_timing_trust(
+    info: dict[str, Any], unstable: bool, contended: bool, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The interval of the median step around the final ``step_time_s``, ``stable`` and
+    ``contention``, each unless given in ``overrides``."""
+    median = info.get("step_time_s")
+    low, high = (UNSTABLE_CI, UNSTABLE_CI) if unstable else (CI_LOW, CI_HIGH)
+    trust: dict[str, Any] = {
+        "step_time_ci_s": None if median is None else [median * (1 - low), median * (1 + high)],
+        "step_time_ci_rel": None if median is None else (low + high) / 2,
+        "stable": None if median is None else (low + high) / 2 <= STABLE_THRESHOLD,
+        "stable_threshold": STABLE_THRESHOLD,
+        "timing_stop": None if median is None else "budget",
+        "contention": contention(contended),
+    }
+    for key, value in trust.items():
+        if key not in overrides and info["status"] == "ok":
+            info[key] = value
     return info
 
 
@@ -220,14 +277,18 @@ def not_ok_entry(extra_info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def benchmark_json(
-    extra_infos: Iterable[Mapping[str, Any]], machine: Mapping[str, Any] | None = None
+    extra_infos: Iterable[Mapping[str, Any]],
+    machine: Mapping[str, Any] | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A ``--benchmark-json`` document the way the bench writes it: results that ran in
     pytest-benchmark's ``benchmarks`` (with stats), the others under ``archbench.not_ok``
-    (pytest-benchmark's own loader needs stats in every entry of ``benchmarks``)."""
+    (pytest-benchmark's own loader needs stats in every entry of ``benchmarks``), the
+    per-session measurements under ``archbench.session``."""
     infos = list(extra_infos)
+    machine = dict(machine or machine_info())
     return {
-        "machine_info": dict(machine or machine_info()),
+        "machine_info": machine,
         "commit_info": {
             "id": "unversioned",
             "time": None,
@@ -241,6 +302,7 @@ def benchmark_json(
         "archbench": {
             "schema": SCHEMA,
             "not_ok": [not_ok_entry(info) for info in infos if info.get("status") != "ok"],
+            "session": dict(session or session_facts(machine.get("archbench", {}).get("gpu_name"))),
         },
     }
 
@@ -249,19 +311,27 @@ def write_benchmark_json(
     path: str | Path,
     extra_infos: Iterable[Mapping[str, Any]],
     machine: Mapping[str, Any] | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(benchmark_json(extra_infos, machine), indent=2), encoding="utf-8")
+    path.write_text(json.dumps(benchmark_json(extra_infos, machine, session), indent=2), encoding="utf-8")
     return path
 
 
-def jsonl_lines(extra_infos: Iterable[Mapping[str, Any]], machine: Mapping[str, Any] | None = None) -> list[str]:
+def jsonl_lines(
+    extra_infos: Iterable[Mapping[str, Any]],
+    machine: Mapping[str, Any] | None = None,
+    session: Mapping[str, Any] | None = None,
+    when: str = "2025-01-15T10:00:00",
+) -> list[str]:
     """The lines of a streamed ``results-<session>.jsonl`` file, without newlines."""
+    machine = dict(machine or machine_info())
     head = {
         "type": "machine",
         "schema": SCHEMA,
-        "machine_info": dict(machine or machine_info()),
-        "datetime": "2025-01-15T10:00:00",
+        "machine_info": machine,
+        "session": dict(session or session_facts(machine.get("archbench", {}).get("gpu_name"))),
+        "datetime": when,
     }
     lines = [json.dumps(head)]
     for info in extra_infos:
@@ -281,9 +351,10 @@ def write_jsonl(
     path: str | Path,
     extra_infos: Iterable[Mapping[str, Any]],
     machine: Mapping[str, Any] | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> Path:
     path = Path(path)
-    path.write_text("".join(line + "\n" for line in jsonl_lines(extra_infos, machine)), encoding="utf-8")
+    path.write_text("".join(line + "\n" for line in jsonl_lines(extra_infos, machine, session)), encoding="utf-8")
     return path
 
 

@@ -3,10 +3,14 @@
 Rows are a family and a size (plus the machine and the world size when the input holds
 more than one), one row per metric of the table (``reports.metrics.METRICS``); columns are
 variants, ``fp32`` first. A cell is the value and, in parentheses, how it compares with
-``fp32`` in the same row (``1.23k (0.52x)``, ``97.0% (-1.2 pp)``); a cell without a
-number says why (``oom: ...``, ``skipped: ...``, ``absent: ...``) and ``-`` means the
-benchmark was not run. A metric row with no value in any variant and a metric absent in
-some (``tokens/s`` of a CNN) is left out and named in a note under the table.
+``fp32`` in the same row: a ratio with its 95% interval (``1.23k (0.52x ±6%)``, see
+``reports.trust``) or a difference (``97.0% (-1.2 pp)``). A timing cell of an unstable result
+ends in ``~``, a cell of a contended result in ``contended``. A cell without a number names
+its status and a numbered note under the table holds the reason (``skipped [1]``,
+``absent [2]``): long reasons are not repeated in every metric row, and the github tables of
+the smoke tier fit in 120 columns. ``-`` means the benchmark was not run. A metric row with
+no value in any variant and a metric absent in some (``tokens/s`` of a CNN) is left out and
+named in a note under the table.
 
 One :class:`Table` drives every output format (``FORMATS``) through tabulate.
 
@@ -43,16 +47,31 @@ from reports.metrics import (
     TABLE_TITLES,
     TABLES,
     Metric,
+    TableName,
     format_ratio,
     format_value,
+    ratio,
     table_metrics,
 )
 from reports.schema import REFERENCE_VARIANT, phase_rank, variant_rank
+from reports.trust import (
+    INTERVAL_NOTE,
+    TIMING_NOTE,
+    format_ratio_with_interval,
+    has_intervals,
+    has_timing_facts,
+    mark_notes,
+    marks,
+    ratio_interval,
+    timing_cell,
+)
 
 FORMATS = ("github", "pipe", "html", "latex", "plain")
 NOT_RUN = "-"
-NOTHING_MEASURED = "(all metrics)"
-MAX_REASON = 60
+NOTHING_MEASURED = "(all)"
+TIMING_ROW = "timing"  # the throughput table's row of each result's step-time interval and contention
+MAX_REASON = 60  # an inline reason (compare's cells without notes)
+MAX_NOTE = 240  # a numbered note under a table
 
 
 @dataclass
@@ -66,6 +85,22 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
+class Notes:
+    """Numbered notes under a table: a cell says ``skipped [1]``, the note ``[1] <reason>``.
+    Each distinct (status, reason) gets one number, in the order cells first use it."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[tuple[str, str], int] = {}
+
+    def cite(self, status: str, reason: str) -> str:
+        key = (status, " ".join(reason.split()))
+        number = self._numbers.setdefault(key, len(self._numbers) + 1)
+        return f"{status} [{number}]"
+
+    def lines(self) -> list[str]:
+        return [f"[{number}] {shorten(reason, MAX_NOTE)}" for (_, reason), number in self._numbers.items()]
+
+
 # ---------------------------------------------------------------------------------------
 # cells
 
@@ -76,21 +111,48 @@ def shorten(text: str, width: int = MAX_REASON) -> str:
     return text if len(text) <= width else text[: width - 3].rstrip() + "..."
 
 
-def format_cell(metric: Metric, result: Result | None, reference: Result | None = None) -> str:
-    """``value (ratio)`` for ``result``, or why it has no value; ``-`` when not run."""
+def _why(metric: Metric, result: Result, notes: Notes | None) -> str:
+    """Why a result has no value for ``metric``: inline, or a numbered note."""
+    if notes is None:
+        return shorten(result.missing_reason(metric.key))
+    if result.status != "ok":
+        return notes.cite(result.status, result.reason or "no reason given")
+    return notes.cite("absent", result.absent_reason(metric.key))
+
+
+def compared_text(metric: Metric, result: Result, reference: Result | None) -> str | None:
+    """How ``result`` compares with ``reference`` (``0.52x ±6%``, ``-1.2 pp``), or None."""
+    value = result.value(metric.key)
+    if reference is None or reference is result or value is None:
+        return None
+    reference_value = reference.value(metric.key)
+    if reference_value is None:  # the reference is fp32 of the same row: the same phase
+        return None
+    if metric.ratio == "ratio":
+        r = ratio(value, reference_value)
+        return None if r is None else format_ratio_with_interval(r, ratio_interval(metric, result, reference))
+    return format_ratio(metric, value, reference_value)
+
+
+def format_cell(
+    metric: Metric,
+    result: Result | None,
+    reference: Result | None = None,
+    notes: Notes | None = None,
+    with_contended: bool = True,
+) -> str:
+    """``value (ratio ±interval)`` for ``result`` plus its marks (``~``, ``contended``), or why it
+    has no value (inline, or ``skipped [1]`` with ``notes``); ``-`` when not run."""
     if result is None:
         return NOT_RUN
     value = result.value(metric.key)
     if value is None:
-        return shorten(result.missing_reason(metric.key))
+        return _why(metric, result, notes)
     text = format_value(metric, value)
-    if reference is None or reference is result:
-        return text
-    reference_value = reference.value(metric.key)
-    if reference_value is None:  # the reference is fp32 of the same row: the same phase
-        return text
-    compared = format_ratio(metric, value, reference_value)
-    return text if compared is None else f"{text} ({compared})"
+    compared = compared_text(metric, result, reference)
+    if compared is not None:
+        text = f"{text} ({compared})"
+    return text + marks(metric, result, with_contended)
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,60 +189,91 @@ def _groups(runs: Sequence[Run]) -> dict[_Group, dict[str, Result]]:
     return groups
 
 
+@dataclass
+class _Layout:
+    """What every table of one input shares: row groups, variant columns, key columns."""
+
+    groups: dict[_Group, dict[str, Result]]
+    variants: list[str]
+    show_machine: bool
+    show_world_size: bool
+    show_phase: bool
+
+    @property
+    def results(self) -> list[Result]:
+        return [r for by_variant in self.groups.values() for r in by_variant.values()]
+
+    def key(self, group: _Group) -> list[str]:
+        key = [group.family, group.size] + [group.phase] * self.show_phase + [group.machine] * self.show_machine
+        return key + [str(group.world_size)] * self.show_world_size
+
+    def where(self, group: _Group) -> str:
+        where = f"{group.family}-{group.size}" + f" ({group.phase})" * self.show_phase
+        where += f" on {group.machine}" * self.show_machine
+        return where + f" at world size {group.world_size}" * self.show_world_size
+
+
+def _caption(results: Sequence[Result]) -> str:
+    caption = (
+        f"In parentheses: the ratio to {REFERENCE_VARIANT} in the same row (x), or the"
+        " difference in percentage points (pp). A cell without a number names why in a note;"
+        f" {NOT_RUN} means not run."
+    )
+    if len({r.phase for r in results}) > 1:
+        caption += f" Each row compares a phase (train or infer) with {REFERENCE_VARIANT} in that phase."
+    return caption
+
+
+def _build_table(name: TableName, layout: _Layout, headers: list[str], caption: str) -> Table:
+    rows: list[list[str]] = []
+    notes = Notes()
+    left_out: dict[tuple[str, str], list[str]] = {}  # (metric, reasons) -> groups
+    metrics = table_metrics(name)
+    for group, by_variant in layout.groups.items():
+        if name == "compression" and group.phase != "infer":
+            continue
+        reference = by_variant.get(REFERENCE_VARIANT)
+        cells = [by_variant.get(v) for v in layout.variants]
+        ran = [r for r in cells if r is not None]
+        if not any(r.status == "ok" for r in ran):  # one row says why nothing was measured
+            rows.append(layout.key(group) + [NOTHING_MEASURED] + [format_cell(_ANY, r, notes=notes) for r in cells])
+            continue
+        for metric in metrics:
+            absent = [r for r in ran if r.status == "ok" and r.value(metric.key) is None]
+            if absent and not any(r.value(metric.key) is not None for r in ran):
+                # measured nowhere in this row although some variants ran: a note, not a row
+                reasons = "; ".join(dict.fromkeys(r.absent_reason(metric.key) for r in absent))
+                left_out.setdefault((metric.label, reasons), []).append(layout.where(group))
+                continue
+            row = [format_cell(metric, r, reference, notes, with_contended=False) for r in cells]
+            rows.append(layout.key(group) + [metric.label] + row)
+        if name == "throughput" and has_timing_facts(ran):
+            rows.append(layout.key(group) + [TIMING_ROW] + [timing_cell(r) if r else NOT_RUN for r in cells])
+    timing_row = name == "throughput" and has_timing_facts(layout.results)
+    lines = notes.lines() + mark_notes(layout.results, metrics, with_contended=timing_row)
+    if any(m.timing is not None and m.ratio == "ratio" for m in metrics) and has_intervals(layout.results):
+        lines.append(INTERVAL_NOTE)
+    if timing_row:
+        lines.append(TIMING_NOTE)
+    for (label, reasons), where_list in left_out.items():
+        scope = "in every row" if len(where_list) == len(layout.groups) else ", ".join(where_list)
+        lines.append(f"{label} left out ({scope}): absent, {shorten(reasons, 2 * MAX_REASON)}")
+    return Table(TABLE_TITLES[name], headers, rows, caption, lines)
+
+
 def build_tables(runs: Sequence[Run]) -> list[Table]:
     """The tables (Throughput, Accuracy, Efficiency; Compression with inference results) of ``runs``."""
     groups = _groups(runs)
     results = [r for by_variant in groups.values() for r in by_variant.values()]
     variants = sorted({r.variant for r in results}, key=variant_rank)
-    show_machine = len({g.machine for g in groups}) > 1
-    show_world_size = len({g.world_size for g in groups}) > 1
-    show_phase = len({g.phase for g in groups}) > 1
-    headers = ["family", "size"] + ["phase"] * show_phase + ["machine"] * show_machine
-    headers += ["world size"] * show_world_size + ["metric"] + list(variants)
-    caption = (
-        f"In parentheses: the ratio to {REFERENCE_VARIANT} in the same row (x), or the"
-        " difference in percentage points (pp). A cell without a number says why;"
-        f" {NOT_RUN} means not run."
-    )
-    if show_phase:
-        caption += f" Each row compares a phase (train or infer) with {REFERENCE_VARIANT} in that phase."
-
-    tables = []
-    for name in TABLES:
-        keys = [m.key for m in table_metrics(name)]
-        if name == "compression" and not any(r.value(k) is not None for r in results for k in keys):
-            continue  # no inference results: no Compression table
-        rows: list[list[str]] = []
-        left_out: dict[tuple[str, str], list[str]] = {}  # (metric, reasons) -> groups
-        for group, by_variant in groups.items():
-            if name == "compression" and group.phase != "infer":
-                continue
-            key = [group.family, group.size] + [group.phase] * show_phase + [group.machine] * show_machine
-            key += [str(group.world_size)] * show_world_size
-            reference = by_variant.get(REFERENCE_VARIANT)
-            cells = [by_variant.get(v) for v in variants]
-            ran = [r for r in cells if r is not None]
-            if not any(r.status == "ok" for r in ran):  # one row says why nothing was measured
-                rows.append(key + [NOTHING_MEASURED] + [format_cell(_ANY, r) for r in cells])
-                continue
-            for metric in table_metrics(name):
-                absent = [r for r in ran if r.status == "ok" and r.value(metric.key) is None]
-                measured = [r for r in ran if r.value(metric.key) is not None]
-                if absent and not measured:
-                    # measured nowhere in this row although some variants ran: a note, not a row
-                    reasons = "; ".join(dict.fromkeys(r.absent_reason(metric.key) for r in absent))
-                    where = f"{group.family}-{group.size}" + f" ({group.phase})" * show_phase
-                    where += f" on {group.machine}" * show_machine
-                    where += f" at world size {group.world_size}" * show_world_size
-                    left_out.setdefault((metric.label, reasons), []).append(where)
-                    continue
-                rows.append(key + [metric.label] + [format_cell(metric, r, reference) for r in cells])
-        notes = []
-        for (label, reasons), where_list in left_out.items():
-            scope = "in every row" if len(where_list) == len(groups) else ", ".join(where_list)
-            notes.append(f"{label} left out ({scope}): absent, {shorten(reasons, 2 * MAX_REASON)}")
-        tables.append(Table(TABLE_TITLES[name], headers, rows, caption, notes))
-    return tables
+    shown = (len({g.machine for g in groups}) > 1, len({g.world_size for g in groups}) > 1)
+    layout = _Layout(groups, variants, *shown, show_phase=len({g.phase for g in groups}) > 1)
+    headers = ["family", "size"] + ["phase"] * layout.show_phase + ["machine"] * layout.show_machine
+    headers += ["world size"] * layout.show_world_size + ["metric"] + list(variants)
+    caption = _caption(results)
+    compression = [m.key for m in table_metrics("compression")]
+    inference = any(r.value(k) is not None for r in results for k in compression)
+    return [_build_table(name, layout, headers, caption) for name in TABLES if name != "compression" or inference]
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,8 +292,9 @@ def _latex_escape(text: str) -> str:
         "}": r"\}",
         "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}",
+        "±": r"$\pm$",
     }
-    return re.sub(r"[\\&%$#_{}~^]", lambda m: replacements[m.group()], text)
+    return re.sub(r"[\\&%$#_{}~^±]", lambda m: replacements[m.group()], text)
 
 
 @dataclass(frozen=True)
@@ -258,6 +352,8 @@ def render(table: Table, fmt: str = "github") -> str:
     rows = [[style.cell(cell) for cell in row] for row in table.rows]
     headers = [style.cell(header) for header in table.headers]
     body = tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+    if fmt == "html":  # tabulate pads HTML cells like text columns
+        body = re.sub(r" +</t([dh])>", r"</t\1>", body)
     parts = [style.heading(table.title)]
     if table.caption:
         parts.append(style.paragraph(table.caption))

@@ -12,6 +12,7 @@ API::
     validate_extra_info(value, where) -> dict      # an archbench result (``docs/schema.md``)
     validate_stats(value, where, required) -> dict | None    # pytest-benchmark's stats
     validate_machine_info(value, where) -> dict
+    validate_session(value, where) -> dict          # the per-session measurements
     is_archbench(extra_info, where) -> bool         # False, with a warning, for other suites
 """
 
@@ -175,11 +176,33 @@ def validate_extra_info(extra_info: object, where: str) -> dict[str, Any]:
     ):
         raise mistyped(where, "absent", absent, "an object of metric -> reason")
     _numbers(info.get("step_times_s"), where, "step_times_s", positive=True)
+    _timing_trust(info, where)
     telemetry = info.get("telemetry")
     if telemetry is not None:
         for name, series in expect_object(telemetry, where, "telemetry").items():
             _numbers(series, where, f"telemetry.{name}", nulls=True)
     return info
+
+
+def _timing_trust(info: dict[str, Any], where: str) -> None:
+    """``step_time_ci_s``, ``step_time_ci_rel``, ``stable``, ``stable_threshold`` and
+    ``contention``, which the tables' intervals and marks read."""
+    ci = info.get("step_time_ci_s")
+    if ci is not None:
+        _numbers(ci, where, "step_time_ci_s")
+        if len(ci) != 2 or ci[0] > ci[1]:
+            raise mistyped(where, "step_time_ci_s", ci, "[low, high] with low <= high")
+    for key in ("step_time_ci_rel", "stable_threshold"):
+        _quantity(info.get(key), where, key)
+    if info.get("stable") is not None and not isinstance(info["stable"], bool):
+        raise mistyped(where, "stable", info["stable"], "true, false or null")
+    contention = info.get("contention")
+    if contention is not None:
+        contention = expect_object(contention, where, "contention")
+        if contention.get("contended") is not None and not isinstance(contention["contended"], bool):
+            raise mistyped(where, "contention.contended", contention["contended"], "true, false or null")
+        for key in ("foreign_cores", "steal_pct"):
+            _quantity(contention.get(key), where, f"contention.{key}", signed=True)
 
 
 def validate_stats(value: object, where: str, required: bool) -> dict[str, Any] | None:
@@ -211,11 +234,27 @@ def validate_machine_info(value: object, where: str) -> dict[str, Any]:
         count = archbench.get(key)
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
             raise mistyped(where, f"machine_info.archbench.{key}", count, "an integer >= 0 or null")
-    peak = archbench.get("peak_tflops")
-    if peak is not None:
-        for name, tflops in expect_object(peak, where, "machine_info.archbench.peak_tflops").items():
-            _quantity(tflops, where, f"machine_info.archbench.peak_tflops.{name}")
+    _peaks(archbench.get("peak_tflops"), where, "machine_info.archbench.peak_tflops")
     return machine_info
+
+
+def _peaks(value: object, where: str, name: str) -> None:
+    if value is not None:
+        for key, tflops in expect_object(value, where, name).items():
+            _quantity(tflops, where, f"{name}.{key}")
+
+
+def validate_session(value: object, where: str, name: str = "session") -> dict[str, Any]:
+    """The per-session measurements the bench keeps apart from machine_info (``peak_tflops``,
+    ``torch_threads``); ``{}`` when absent (older files)."""
+    if value is None:
+        return {}
+    session = expect_object(value, where, name)
+    _peaks(session.get("peak_tflops"), where, f"{name}.peak_tflops")
+    threads = session.get("torch_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise mistyped(where, f"{name}.torch_threads", threads, "an integer >= 0 or null")
+    return session
 
 
 def is_archbench(extra_info: object, where: str) -> bool:

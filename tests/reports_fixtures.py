@@ -78,6 +78,26 @@ def parse_tables(text: str) -> dict[str, list[dict[str, str]]]:
     return tables
 
 
+def parse_notes(text: str) -> dict[str, dict[str, str]]:
+    """Numbered notes under each ``## Title`` table: {title: {"[1]": reason}}."""
+    notes: dict[str, dict[str, str]] = {}
+    title = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+            notes[title] = {}
+        elif re.match(r"^- \[\d+\] ", line):
+            number, _, reason = line[2:].partition(" ")
+            notes[title][number] = reason
+    return notes
+
+
+def cited(cell: str, notes: dict[str, str]) -> tuple[str, str]:
+    """``(status, reason)`` of a cell such as ``skipped [1]`` and the note it cites."""
+    status, _, number = cell.partition(" ")
+    return status, notes[number]
+
+
 def find_row(rows: list[dict[str, str]], **key: str) -> dict[str, str]:
     matches = [row for row in rows if all(row.get(k) == v for k, v in key.items())]
     assert len(matches) == 1, f"{len(matches)} rows match {key}"

@@ -436,3 +436,31 @@ def test_proportion_intervals() -> None:
     low, high = proportion_interval(0, 40, method="exact")
     assert low == 0.0 and high == pytest.approx(0.0881, abs=1e-3)
     assert all(math.isnan(x) for x in proportion_interval(0, 0))
+
+
+# ---------------------------------------------------------------------------------------
+# results to be wary of
+
+
+def test_unstable_and_contended_values_are_marked(base: Path, tmp_path: Path) -> None:
+    shaky = {**result(seed=11), "stable": False, "stable_threshold": 0.05}
+    busy = result("transformer", "xs", seed=12, contention={"contended": True, "foreign_cores": 1.2})
+    code, out, _, report = run_check("--baseline", base, write(tmp_path / "new.json", shaky, busy))
+    assert code == 0, out
+    assert row(report, "dense-xs-fp32", "step_time_s")["new_marks"] == "~"
+    assert row(report, "dense-xs-fp32", "accuracy")["new_marks"] == ""  # not a timing: no mark
+    assert row(report, "transformer-xs-fp32", "samples_per_s")["new_marks"] == " contended"
+    line = next(line for line in out.splitlines() if line.startswith("dense-xs-fp32") and " step_time_s " in line)
+    assert "~" in line
+    assert "~: unstable, the 95% interval of its median step is wider than its stable_threshold" in out
+    assert "contended: other work ran on the machine while it was timed" in out
+
+
+def test_thread_count_change_is_read_from_the_session(tmp_path: Path) -> None:
+    from reports.synthetic import session_facts
+
+    base = write_benchmark_json(tmp_path / "base.json", [result(seed=1)], None, {**session_facts(), "torch_threads": 2})
+    new = write_benchmark_json(tmp_path / "new.json", [result(seed=2)], None, {**session_facts(), "torch_threads": 4})
+    code, out, _, report = run_check("--baseline", base, new)
+    assert code == 0, out
+    assert "software changed: torch_threads 2 vs 4" in report["notes"]

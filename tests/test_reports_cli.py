@@ -26,7 +26,8 @@ def test_table_command(results_json: Path, tmp_path: Path) -> None:
     done = run_reports("table", str(results_json))
     assert done.returncode == 0, done.stderr
     rows = parse_tables(done.stdout)["Throughput"]
-    assert find_row(rows, family="dense", size="xs", phase="train", metric="samples/s")["amp-bf16"] == "1.23k (1.23x)"
+    row = find_row(rows, family="dense", size="xs", phase="train", metric="samples/s")
+    assert row["amp-bf16"] == "1.23k (1.23x ±6%)"
     out = tmp_path / "tables.tex"
     done = run_reports("table", str(results_json), "--format", "latex", "--output", str(out))
     assert done.returncode == 0, done.stderr
@@ -40,7 +41,7 @@ def test_table_from_results_directory_with_truncated_line(tmp_path: Path) -> Non
         file.write('{"type": "benchmark", "name": "cut')
     done = run_reports("table", str(tmp_path), "--format", "plain")
     assert done.returncode == 0, done.stderr
-    assert "skipped: needs DeepSpeed" in done.stdout  # jsonl carries results that did not run
+    assert "skipped [" in done.stdout and "] needs DeepSpeed" in done.stdout  # jsonl carries results that did not run
     assert done.stderr.strip() == f"warning: {path}: line 13: truncated last line ignored"
 
 
@@ -51,8 +52,8 @@ def test_compare_command(results_json: Path, tmp_path: Path) -> None:
     done = run_reports("compare", str(results_json), str(gpu_json))
     assert done.returncode == 0, done.stderr
     rows = parse_tables(done.stdout)["Hardware comparison: samples/s"]
-    assert find_row(rows, benchmark="dense-xs-fp32")["NVIDIA H100"] == "3k (3.00x)"
-    assert find_row(rows, benchmark="dense geomean")["NVIDIA H100"] == "3.00x (n=1)"
+    assert find_row(rows, benchmark="dense-xs-fp32")["NVIDIA H100"] == "3k (3.00x ±6%)"
+    assert find_row(rows, benchmark="dense geomean")["NVIDIA H100"] == "3.00x ±6% (n=1)"
 
 
 def test_storage_id_from_the_working_directory(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_storage_id_from_the_working_directory(tmp_path: Path) -> None:
     write_benchmark_json(machine_dir / "0001_abc123_20250115_100000.json", session_results())
     done = run_reports("table", "0001", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "1.23k (1.23x)" in done.stdout
+    assert "1.23k (1.23x ±6%)" in done.stdout
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:

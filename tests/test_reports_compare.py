@@ -11,7 +11,7 @@ from reports.load import ReportError, Run, run_from_extra_info
 from reports.metrics import METRICS
 from reports.synthetic import machine_info, make_extra_info
 from reports.table import render
-from tests.reports_fixtures import find_row, parse_tables
+from tests.reports_fixtures import cited, find_row, parse_notes, parse_tables
 
 CPU = machine_info("AMD EPYC 7B13")
 H100 = machine_info("NVIDIA H100 80GB HBM3", gpu_name="NVIDIA H100 80GB HBM3")
@@ -44,11 +44,16 @@ def gpu_run(*extra: dict[str, object]) -> Run:
     )
 
 
-def compare(metric: str = "samples_per_s", *runs: Run) -> list[dict[str, str]]:
+def compare_with_notes(metric: str = "samples_per_s", *runs: Run) -> tuple[list[dict[str, str]], dict[str, str]]:
     runs = runs or (cpu_run(), gpu_run())
     columns = machine_columns([(run.source, [run]) for run in runs])
     text = render(build_comparison(columns, metric), "github")
-    return parse_tables(text)[f"Hardware comparison: {METRICS[metric].label}"]
+    title = f"Hardware comparison: {METRICS[metric].label}"
+    return parse_tables(text)[title], parse_notes(text)[title]
+
+
+def compare(metric: str = "samples_per_s", *runs: Run) -> list[dict[str, str]]:
+    return compare_with_notes(metric, *runs)[0]
 
 
 def test_columns_are_labelled_by_machine() -> None:
@@ -67,15 +72,18 @@ def test_cells_and_ratios_against_the_first_machine() -> None:
     rows = compare()
     fp32 = find_row(rows, benchmark="dense-xs-fp32")
     assert fp32["AMD EPYC 7B13"] == "1k"
-    assert fp32["NVIDIA H100 80GB HBM3"] == "4k (4.00x)"
+    assert fp32["NVIDIA H100 80GB HBM3"] == "4k (4.00x ±6%)"  # each step time within -2%..+3%
     bf16 = find_row(rows, benchmark="dense-xs-amp-bf16")
-    assert bf16["NVIDIA H100 80GB HBM3"] == "24k (16.00x)"
+    assert bf16["NVIDIA H100 80GB HBM3"] == "24k (16.0x ±6%)"
 
 
 def test_missing_cells_show_why() -> None:
-    rows = compare()
-    assert find_row(rows, benchmark="dense-s-fp32")["NVIDIA H100 80GB HBM3"] == ("oom: CUDA out of memory")
-    assert find_row(rows, benchmark="cnn-xs-fp32")["NVIDIA H100 80GB HBM3"] == "absent: x"
+    rows, notes = compare_with_notes()
+    assert cited(find_row(rows, benchmark="dense-s-fp32")["NVIDIA H100 80GB HBM3"], notes) == (
+        "oom",
+        "CUDA out of memory",
+    )
+    assert cited(find_row(rows, benchmark="cnn-xs-fp32")["NVIDIA H100 80GB HBM3"], notes) == ("absent", "x")
     rows = compare("samples_per_s", cpu_run(), gpu_run(make_extra_info("dense", "m", "fp32")))
     assert find_row(rows, benchmark="dense-m-fp32")["AMD EPYC 7B13"] == "missing: not run"
 
@@ -84,8 +92,8 @@ def test_geomean_row_per_family() -> None:
     rows = compare()
     dense = find_row(rows, benchmark="dense geomean")
     assert dense["AMD EPYC 7B13"] == "(reference)"
-    # ratios 4.0 and 16.0 (dense-s-fp32 has no H100 value): geomean 8
-    assert dense["NVIDIA H100 80GB HBM3"] == f"{math.sqrt(4.0 * 16.0):.2f}x (n=2)"
+    # ratios 4.0 and 16.0 (dense-s-fp32 has no H100 value): geomean 8, and the geomean of the bounds
+    assert dense["NVIDIA H100 80GB HBM3"] == f"{math.sqrt(4.0 * 16.0):.2f}x ±6% (n=2)"
     cnn = find_row(rows, benchmark="cnn geomean")
     assert cnn["NVIDIA H100 80GB HBM3"] == "n/a (no common values)"
     order = [row["benchmark"] for row in rows]

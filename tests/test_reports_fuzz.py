@@ -102,8 +102,8 @@ def mutate(data: st.DataObject, doc: Any) -> None:
         return
     container, key = data.draw(st.sampled_from(found), label="slot")
     action = data.draw(st.sampled_from(["replace", "replace", "drop", "duplicate"]), label="action")
-    if action == "replace":
-        container[key] = data.draw(OTHER_VALUES, label="value")
+    if action == "replace":  # a copy: a later "duplicate" must not grow the strategy's own sample
+        container[key] = copy.deepcopy(data.draw(OTHER_VALUES, label="value"))
     elif action == "drop":
         del container[key]
     elif isinstance(container, list):

@@ -207,10 +207,45 @@ KINDS: dict[str, tuple[str, str | bytes | Builder, str]] = {
         json_text(setter(*ARCH, "cpu_cores", value=-2)),
         "machine_info.archbench.cpu_cores: expected an integer >= 0 or null, got int -2",
     ),
-    "archbench peak": (
+    "archbench peak": (  # where files before archbench.session kept the peaks
         ".json",
-        json_text(setter(*ARCH, "peak_tflops", "cpu:float32", value="fast")),
+        json_text(setter(*ARCH, "peak_tflops", value={"cpu:float32": "fast"})),
         "machine_info.archbench.peak_tflops.cpu:float32: expected a number or null",
+    ),
+    "session peak": (
+        ".json",
+        json_text(setter("archbench", "session", "peak_tflops", "cpu:float32", value="fast")),
+        "archbench.session.peak_tflops.cpu:float32: expected a number or null",
+    ),
+    "session threads": (
+        ".json",
+        json_text(setter("archbench", "session", "torch_threads", value=1.5)),
+        "archbench.session.torch_threads: expected an integer >= 0 or null",
+    ),
+    "session a list": (".json", json_text(setter("archbench", "session", value=[])), "archbench.session: expected an"),
+    # timing uncertainty and contention
+    "stable mistyped": (".json", json_text(setter(*EI, "stable", value="yes")), "stable: expected true, false or null"),
+    "ci reversed": (
+        ".json",
+        json_text(setter(*EI, "step_time_ci_s", value=[0.2, 0.1])),
+        "step_time_ci_s: expected [low, high] with low <= high",
+    ),
+    "ci one bound": (
+        ".json",
+        json_text(setter(*EI, "step_time_ci_s", value=[0.2])),
+        "step_time_ci_s: expected [low, high] with low <= high",
+    ),
+    "ci negative": (
+        ".json",
+        json_text(setter(*EI, "step_time_ci_s", value=[-0.1, 0.2])),
+        "step_time_ci_s[0]: expected a number >= 0",
+    ),
+    "ci_rel text": (".json", json_text(setter(*EI, "step_time_ci_rel", value="5%")), "step_time_ci_rel: expected a"),
+    "contention a list": (".json", json_text(setter(*EI, "contention", value=[1])), "contention: expected an object"),
+    "contended text": (
+        ".json",
+        json_text(setter(*EI, "contention", "contended", value="yes")),
+        "contention.contended: expected true, false or null",
     ),
     "datetime mistyped": (".json", json_text(setter("datetime", value=20250115)), "datetime: expected a string"),
     # numbers JSON or a float cannot hold
@@ -494,7 +529,7 @@ def test_truncated_last_jsonl_line_is_kept_out_with_a_warning(tmp_path: Path) ->
     status, out, err = run(["table", str(path)], tmp_path)
     assert status == 0, err
     assert err.splitlines() == [f"warning: {path}: line 5: truncated last line ignored"]
-    assert "timeout: watchdog: 60 s" in out
+    assert "timeout [1]" in out and "- [1] watchdog: 60 s" in out
 
 
 def test_truncated_multibyte_character_on_the_last_line(tmp_path: Path) -> None:

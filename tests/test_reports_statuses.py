@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from reports.cli import main
 from reports.inputs import load_input
 from reports.schema import FAILED_STATUSES
 from reports.synthetic import make_extra_info, write_benchmark_json, write_jsonl
-from tests.reports_fixtures import find_row, parse_tables
+from tests.reports_fixtures import cited, find_row, parse_notes, parse_tables
 
 REASONS = {
     "skipped": "needs DeepSpeed",
@@ -63,8 +64,9 @@ def test_table_shows_every_status_with_its_reason(results_file: Path, capsys: py
     status, out, err = run(capsys, "table", str(results_file))
     assert status == 0, err
     row = find_row(parse_tables(out)["Throughput"], family="dense", size="xs", metric="samples/s")
+    notes = parse_notes(out)["Throughput"]
     for case_status, reason in REASONS.items():
-        assert row[VARIANTS[case_status]] == f"{case_status}: {reason}"
+        assert cited(row[VARIANTS[case_status]], notes) == (case_status, reason)
 
 
 def test_html_shows_every_status(results_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,8 +75,11 @@ def test_html_shows_every_status(results_file: Path, tmp_path: Path, capsys: pyt
     status, _, err = run(capsys, "html", str(results_file), "--output", str(report))
     assert status == 0, err
     text = report.read_text()
+    throughput = text[text.index('<h2 id="throughput">') : text.index('<h2 id="accuracy">')]
     for case_status, reason in REASONS.items():
-        assert f"<td>{case_status}: {reason}</td>" in text
+        number = re.search(rf"<td>{case_status} (\[\d+\])</td>", throughput)
+        assert number is not None, case_status
+        assert f"<li>{number[1]} {reason}</li>" in throughput
 
 
 def test_plot_panel_says_why_nothing_was_drawn(tmp_path: Path) -> None:

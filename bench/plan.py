@@ -1,0 +1,222 @@
+"""``--plan``: the matrix that would run, each case's predicted skip (with the reason) or its
+estimated wall time, and the total, without running anything.
+
+A case's estimate, first rule that applies:
+
+1. **The variant check** (``bench.preflight.check_spec``, as the preflight runs it): a device
+   that cannot run the variant skips the case, at no cost.
+2. **An earlier run** in ``--results-dir`` with the same tier, case timeout, accuracy setting
+   and batch size (``bench.history``): its wall time and outcome then (a case skipped then is
+   predicted skipped, with that reason).
+3. **The model**: the preflight's own lower bound at the matmul peak (``over_timeout``: over
+   the case timeout, skipped before it is built); a step time, measured in an earlier run at the
+   same batch size or else ``flops_per_step / (peak * EFFICIENCY[family])``; the pipeline's own
+   rule for the timed rounds and the projection from the warm-up step (``plan_rounds``: over the
+   timeout, skipped after its warm-up, which it still costs); then
+   ``overhead + warm-up + rounds * step + accuracy task at the step's FLOP rate``.
+
+Peaks come from the newest earlier run, else ``NOMINAL_PEAKS`` (this project's 2-core
+calibration VM, under the load it had: a first estimate on another machine is rough). Fixed
+costs (session start, a case's worker start and build) are seconds on the calibration VM scaled
+by how much slower its float32 peak is than this machine's (``slowness``). The session adds the
+peak probes (8 matmuls of ``PROBE_N``^3 per device and dtype).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+from workloads import Unsupported
+from workloads.probe import DTYPES
+from workloads.registry import accuracy_flops, parse_device, tier_batch_size, workload
+
+from .history import History, Past
+from .pipeline import Refused, plan_rounds
+from .preflight import check_spec, over_timeout
+from .settings import CaseSpec, Settings
+
+# Calibration (README "Plan"): a smoke-tier run on the project's 2-core VM, niced under load.
+NOMINAL_PEAKS = {"cpu:float32": 0.0189, "cpu:bfloat16": 0.0069, "cpu:float16": 0.0076}
+NOMINAL_CUDA_PEAKS = {"float32": 20.0, "bfloat16": 100.0, "float16": 100.0}
+CALIBRATION_PEAK = NOMINAL_PEAKS["cpu:float32"]
+EFFICIENCY = {"dense": 0.10, "cnn": 0.041, "transformer": 0.081}  # achieved / matmul peak, geomean
+CASE_OVERHEAD_S = 6.0  # worker start, build (model, data), metrics: calibration seconds
+SESSION_START_S = 20.0  # pytest, torch, the fork server's imports, the summary: calibration seconds
+PROBE_N = {"cpu": 1024, "cuda": 4096}
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What ``--plan`` predicts for one case."""
+
+    spec: CaseSpec
+    runs: bool  # False: predicted skip
+    seconds: float  # its expected wall time (a skip after the warm-up still costs that)
+    reason: str | None = None  # why it is skipped
+    basis: str = "model"  # "variant check", "earlier run", "model", "model, step measured before"
+    step_s: float | None = None
+    dtype: str | None = None  # the compute dtype, whose peak the session probes (None: no probe)
+
+
+@dataclasses.dataclass
+class Plan:
+    settings: Settings
+    estimates: list[Estimate]
+    startup_s: float
+    probes_s: float
+    history: History
+
+    @property
+    def total_s(self) -> float:
+        return self.startup_s + self.probes_s + sum(e.seconds for e in self.estimates)
+
+
+def peak_for(device: str, dtype: str, peaks: dict[str, float]) -> float | None:
+    """TFLOP/s of a device and dtype: measured before, else nominal; None without a probe (int8)."""
+    if dtype not in DTYPES:
+        return None
+    key = f"{device}:{dtype}"
+    if key in peaks:
+        return peaks[key]
+    if device.startswith("cuda"):
+        return NOMINAL_CUDA_PEAKS[dtype]
+    return NOMINAL_PEAKS.get(key)
+
+
+def slowness(s: Settings, peaks: dict[str, float]) -> float:
+    """How much slower this machine's float32 matmul is than the calibration VM's (fixed costs
+    scale with it); 1 on the calibration VM, and for GPUs, whose host side it does not tell."""
+    if s.device.startswith("cuda"):
+        return 1.0
+    peak = peak_for(s.device, "float32", peaks) or CALIBRATION_PEAK
+    return CALIBRATION_PEAK / peak
+
+
+def flops_per_step(spec: CaseSpec, s: Settings) -> float:
+    bs = tier_batch_size(spec.family, s.batch_size)
+    return float(workload(spec.family, spec.size).flops_per_sample(spec.phase) * bs * s.world_size)
+
+
+def warm_up_seconds(s: Settings, step: float) -> float:
+    """``pipeline.warm_up``: the tier's warm-up rounds, then more until its warm-up time."""
+    tier = s.tier_spec
+    return max(max(tier.warmup_rounds, 1) * step, tier.warmup_s)
+
+
+def from_past(spec: CaseSpec, past: Past) -> Estimate:
+    """An earlier run's outcome and wall time with these settings."""
+    info, wall = past.info, past.wall_s or 0.0
+    if info.get("status") == "skipped":
+        return Estimate(spec, False, wall, str(info.get("reason")), "earlier run")
+    return Estimate(spec, True, wall, None, "earlier run", info.get("step_time_s"))
+
+
+def with_dtype(e: Estimate, dtype: str | None) -> Estimate:
+    return dataclasses.replace(e, dtype=dtype if dtype in DTYPES else None)
+
+
+def model(spec: CaseSpec, s: Settings, history: History, peak: float | None, slow: float) -> Estimate:
+    """Rule 3 of the module docstring."""
+    flops = flops_per_step(spec, s)
+    measured = history.step_time(spec, s, tier_batch_size(spec.family, s.batch_size))
+    if measured is None and not peak:
+        return Estimate(spec, True, CASE_OVERHEAD_S * slow, None, "model, no peak for its dtype")
+    step = measured or flops / (peak * 1e12 * EFFICIENCY.get(spec.family, 0.05))  # type: ignore[operator]
+    basis = "model, step measured before" if measured else "model"
+    overhead, warm = CASE_OVERHEAD_S * slow, warm_up_seconds(s, step)
+    request = SimpleNamespace(settings=s, run_once=False)
+    case = SimpleNamespace(family=spec.family, size=spec.size, phase=spec.phase, world_size=s.world_size,
+                           flops_per_step=flops)  # fmt: skip
+    try:
+        rounds = plan_rounds(request, case, step)  # type: ignore[arg-type]
+    except Refused as refused:
+        return Estimate(spec, False, overhead + warm, str(refused), basis, step)
+    accuracy = step * accuracy_flops(spec.family, spec.size, spec.phase) * s.world_size / flops if s.accuracy else 0.0
+    return Estimate(spec, True, overhead + warm + rounds * step + accuracy, None, basis, step)
+
+
+def estimate(spec: CaseSpec, s: Settings, history: History, peaks: dict[str, float]) -> Estimate:
+    """The estimate of one case (the module docstring's rules, in order)."""
+    try:
+        variant, device = check_spec(spec, s)
+    except Unsupported as e:
+        return Estimate(spec, False, 0.0, str(e), "variant check")
+    dtype = str(variant.compute_dtype).removeprefix("torch.")
+    past = history.same_settings(spec, s)
+    if past is not None:
+        return with_dtype(from_past(spec, past), dtype)
+    peak = peak_for(str(device), dtype, peaks)
+    if peak:
+        reason = over_timeout(spec, s, peak, dtype, "measured" if f"{device}:{dtype}" in peaks else "nominal")
+        if reason is not None:
+            return with_dtype(Estimate(spec, False, 0.0, reason, "model"), dtype)
+    return with_dtype(model(spec, s, history, peak, slowness(s, peaks)), dtype)
+
+
+def probe_seconds(s: Settings, estimates: Sequence[Estimate], peaks: dict[str, float]) -> float:
+    """The peak probes of the dtypes the cases to run need: 8 matmuls at the probe's size."""
+    n = PROBE_N["cuda" if s.device.startswith("cuda") else "cpu"]
+    device, total = str(parse_device(s.device)), 0.0
+    for dtype in sorted({e.dtype for e in estimates if e.dtype is not None}):
+        peak = peak_for(device, dtype, peaks)
+        if peak:
+            total += 8 * 2 * n**3 / (peak * 1e12)
+    return total
+
+
+def make_plan(s: Settings, matrix: Sequence[CaseSpec], history: History) -> Plan:
+    """Every case's estimate, the session's start-up and its peak probes."""
+    peaks = dict(history.peaks)
+    estimates = [estimate(spec, s, history, peaks) for spec in matrix]
+    slow = slowness(s, peaks)
+    return Plan(s, estimates, SESSION_START_S * slow, probe_seconds(s, estimates, peaks), history)
+
+
+# ------------------------------------------------------------------------------------------
+# output
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    seconds = max(0, math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _line(i: int, width: int, e: Estimate) -> str:
+    head = f"{i:>3}  {e.spec.id:<{width}}  {e.spec.phase:<5}"
+    if e.runs:
+        step = f", step ~{e.step_s:.3g}s" if e.step_s else ""
+        return f"{head}  {duration(e.seconds):>7}  ({e.basis}{step})"
+    cost = f" after {duration(e.seconds)}" if e.seconds >= 1 else ""
+    return f"{head}  {'skip':>7}  {e.reason} ({e.basis}{cost})"
+
+
+def render_plan(plan: Plan) -> str:
+    s = plan.settings
+    width = max((len(e.spec.id) for e in plan.estimates), default=10)
+    known = sum(e.basis == "earlier run" for e in plan.estimates)
+    where = f"{len(plan.history.runs)} earlier run(s) in {s.results_dir}" if plan.history.runs else "no earlier run"
+    lines = [
+        f"archbench plan: tier {s.tier}, device {s.device}, world size {s.world_size}, case timeout"
+        f" {s.timeout_s:g}s, accuracy {'on' if s.accuracy else 'off'}",
+        f"estimates: {where}; {known} case(s) from an earlier run with these settings, the others from the"
+        " model (README: Plan)",
+        "",
+        *(_line(i, width, e) for i, e in enumerate(plan.estimates, start=1)),
+        "",
+    ]
+    runs = [e for e in plan.estimates if e.runs]
+    skipped = len(plan.estimates) - len(runs)
+    lines.append(
+        f"total: {len(plan.estimates)} cases, {len(runs)} to run, {skipped} predicted skipped;"
+        f" about {duration(plan.total_s)} (start-up {duration(plan.startup_s)},"
+        f" peak probes {duration(plan.probes_s)})"
+    )
+    return "\n".join(lines) + "\n"
