@@ -61,7 +61,7 @@ def test_uncertainty_fields_and_their_absence():
 
 
 def test_the_plan_fills_the_budget_and_refuses_past_the_timeout():
-    case = SimpleNamespace(family="dense", size="xs", phase="train", world_size=1, flops_per_step=1e9)
+    case = SimpleNamespace(family="dense", size="xs", phase="train", world_size=1, data_ranks=1, flops_per_step=1e9)
     s = Settings(accuracy=False)  # smoke: 1.5 s of rounds, 6 to 2000
     plan = plan_rounds(s, case, warm=0.01)
     assert (plan.min_rounds, plan.max_rounds, plan.ceiling, plan.target_ci) == (6, 150, "budget", 0.02)
