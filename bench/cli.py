@@ -4,6 +4,7 @@
 
     archbench run [pytest and pytest-benchmark options ...]
     archbench report table|compare|check|plot|html ...
+    archbench set-up [DEVICE]
 
 ``run`` is ``pytest --benchmark-only`` on the installed ``bench`` package, from any directory:
 the package's directory is given to pytest as a path (``pytest --pyargs bench`` would find the
@@ -16,6 +17,10 @@ are the working directory's. ``--benchmark-only`` is left out beside ``--benchma
 or ``--benchmark-skip``, which pytest-benchmark refuses with it.
 
 ``report`` is ``python -m reports`` (``reports.cli``): it never imports torch.
+
+``set-up`` does once what the variants need on this machine before their first case (each
+variant's ``set_up``: DeepSpeed's CPU comm op, built with ninja in minutes); a session does it
+too, before its first case of the variant, outside the watchdog.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 
 USAGE = """usage: archbench run [pytest options]      the benchmarks (pytest --benchmark-only on the installed bench)
        archbench report COMMAND ...        tables, comparison, regression check, plots, HTML (python -m reports)
+       archbench set-up [DEVICE]           what the variants need built once on this machine (default cpu)
 
 archbench run --help                     every option (group "archbench")
 archbench run --plan                     the cases that would run, with estimates; nothing runs
@@ -58,6 +64,15 @@ def report(argv: Sequence[str]) -> int:
     return reports_main(list(argv))
 
 
+def set_up(argv: Sequence[str]) -> int:
+    from workloads.registry import parse_device, variant_factory, variant_names
+
+    device = parse_device(argv[0] if argv else "cpu")
+    for name in variant_names():
+        variant_factory(name)().set_up(device, print)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
@@ -65,12 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(rest)
     if command == "report":
         return report(rest)
+    if command == "set-up":
+        return set_up(rest)
     if command in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
     print(USAGE, end="", file=sys.stderr)
     if command:
-        print(f"archbench: unknown command {command!r}; use run or report", file=sys.stderr)
+        print(f"archbench: unknown command {command!r}; use run, report or set-up", file=sys.stderr)
     return 2
 
 

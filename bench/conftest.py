@@ -300,6 +300,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     bench = config.stash.get(SESSION_KEY, None)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if bench is not None and reporter is not None:
+        bench.say = reporter.write_line
     if bench is None or reporter is None or not _progress_on(config, bench):
         return
     cases = [(item.nodeid, spec) for item in session.items if (spec := _spec_of(item)) is not None]

@@ -7,13 +7,15 @@ test's own verdict: passed (``ok``), skipped (``skipped``) or failed (``timeout`
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from reports.schema import FAILED_STATUSES, REFERENCE_VARIANT
-from workloads.registry import variant_factory
+from workloads.registry import parse_device, variant_factory
 
 from .distributed import Ranks
 from .history import run_settings
@@ -52,6 +54,8 @@ class Session:
         self.results: list[dict] = []  # every case's extra_info, in the order they ran
         self.by_nodeid: dict[str, dict] = {}  # the same, by pytest node id (progress lines)
         self.not_ok: list[dict] = []  # pytest-benchmark JSON entries of the cases that did not end ok
+        self.set_up_done: dict[str, str | None] = {}  # variant -> why its one-time set-up failed (None: done)
+        self.say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
 
     def machine_info(self) -> dict:
         """Facts of the machine (pytest-benchmark's ``machine_info["archbench"]``)."""
@@ -89,6 +93,9 @@ class Session:
     def prepare(self, spec: CaseSpec, benchmark) -> CaseRequest | Outcome:
         """The preflight here: the case's request, or its Outcome when it will not run."""
         s = self.settings
+        failed = self.set_up_variant(spec.variant)
+        if failed is not None:
+            return Outcome("error", not_run_info(spec, s.device, s.world_size, "error", failed, "set-up"))
         try:
             peak = preflight(spec, s, self.ranks, self.peaks, self.probe)
         except Refused as e:
@@ -96,6 +103,17 @@ class Session:
         except RuntimeError as e:  # the peak probe failed
             return Outcome("error", not_run_info(spec, s.device, s.world_size, "error", str(e), "preflight"))
         return self.request(spec, benchmark, peak)
+
+    def set_up_variant(self, name: str) -> str | None:
+        """The variant's one-time set-up (``Variant.set_up``), before its first case starts and
+        outside every watchdog; why it failed, or None."""
+        if name not in self.set_up_done:
+            self.set_up_done[name] = None
+            try:
+                variant_factory(name)().set_up(parse_device(self.settings.device), self.say)
+            except Exception as e:  # noqa: BLE001 (any failure is the variant's cases' reason)
+                self.set_up_done[name] = f"{name}: one-time set-up failed: {e}"
+        return self.set_up_done[name]
 
     def run(self, spec: CaseSpec, benchmark) -> Outcome:
         """The case where the executor runs it (with --interleave: its group's, side by side)."""

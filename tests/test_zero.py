@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -321,3 +322,61 @@ def test_a_rank_that_dies_ends_its_case_with_its_log(tmp_path):
     assert "rank 1 is about to die" in dead["reason"]  # the tail of its log
     assert infos["dense-xs-fp32"]["status"] == "ok"
     assert time.monotonic() - started < 120
+
+
+# --------------------------------------------------------------------------------------
+# One-time set-up: the CPU comm op is built before the cases, outside their watchdog
+
+
+class _Recorder:
+    def __init__(self, fail: bool):
+        self.calls, self.fail = [], fail
+
+    def __call__(self):
+        recorder = self
+
+        class Variant:
+            def set_up(self, device, say):
+                recorder.calls.append(str(device))
+                say("building")
+                if recorder.fail:
+                    raise RuntimeError("ninja: build stopped")
+
+        return Variant()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_variants_set_up_runs_once_and_its_failure_is_each_cases_error(monkeypatch, fail):
+    from bench import harness
+    from bench.settings import CaseSpec, Settings
+
+    recorder = _Recorder(fail)
+    monkeypatch.setattr(harness, "variant_factory", lambda name: recorder)
+    monkeypatch.setattr(harness, "preflight", lambda *a, **k: 1e9)
+    session = harness.Session(Settings(results_dir=None), executor=None)
+    lines = []
+    session.say = lines.append
+    bench = SimpleNamespace(_timer=time.perf_counter, _disable_gc=False, disabled=False)
+    got = [session.prepare(CaseSpec("dense", size, "zero3"), bench) for size in ("xs", "s")]
+    assert recorder.calls == ["cpu"] and lines == ["building"]  # once for the variant, not per case
+    if fail:
+        assert all(isinstance(o, harness.Outcome) and o.status == "error" for o in got)
+        assert got[0].info["stage"] == "set-up" and "ninja: build stopped" in got[0].info["reason"]
+    else:
+        assert not any(isinstance(o, harness.Outcome) for o in got)
+
+
+def test_zero_set_up_builds_the_comm_op_only_on_cpu_and_only_when_missing(monkeypatch):
+    from workloads import zero
+
+    built = []
+    monkeypatch.setattr(zero, "build_comm_op", lambda: built.append(1))
+    monkeypatch.setattr(zero, "comm_op_built", lambda: False)
+    Zero("zero3").set_up(torch.device("cuda"), print)
+    assert built == []
+    lines = []
+    Zero("zero3").set_up(torch.device("cpu"), lines.append)
+    assert built == [1] and "deepspeed_shm_comm" in lines[0]
+    monkeypatch.setattr(zero, "comm_op_built", lambda: True)
+    Zero("zero2").set_up(torch.device("cpu"), lines.append)
+    assert built == [1] and len(lines) == 1

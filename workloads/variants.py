@@ -86,6 +86,11 @@ class Variant:
     def check(self, device: torch.device, world_size: int) -> None:
         """Raise Unsupported with the reason when this variant cannot run here."""
 
+    def set_up(self, device: torch.device, say: Callable[[str], None]) -> None:
+        """Once per session, in the pytest process before the cases start and outside their
+        watchdog: machine set-up the variant's cases need, such as building an extension once
+        per machine. ``say`` prints a line; raise to make the variant's cases fail with why."""
+
     def build(self, ctx: CaseContext) -> Runnable:
         """What the harness runs for ``ctx`` (``ctx.phase`` is one of ``phases``)."""
         raise NotImplementedError

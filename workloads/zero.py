@@ -40,9 +40,13 @@ Predictions, Ψ parameters, N ranks, b bytes per parameter and gradient in the c
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -183,6 +187,33 @@ def import_deepspeed(name: str, device: torch.device):
         )
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     return deepspeed
+
+
+# DeepSpeed's CPU backend compiles its shared-memory collectives (the ``deepspeed_shm_comm`` op)
+# with ninja the first time it starts on a machine: about 4 minutes on 2 cores. Inside a case
+# that build would count against --case-timeout, so the session builds it first (``set_up``).
+COMM_OP = "deepspeed_shm_comm"
+COMM_OP_BUILD_TIMEOUT_S = 1800
+
+
+def comm_op_built() -> bool:
+    """Whether the CPU comm op is in torch's extension cache (``TORCH_EXTENSIONS_DIR``)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return (Path(_get_build_directory(COMM_OP, verbose=False)) / f"{COMM_OP}.so").exists()
+
+
+def build_comm_op() -> None:
+    """Build DeepSpeed's CPU comm op in a child process (DeepSpeed picks its accelerator once per
+    process); RuntimeError with the build's last line when it fails."""
+    code = "import deepspeed.comm.torch as t; assert t.build_shm_op() is not None, 'op not compatible here'"
+    env = os.environ | {"DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=COMM_OP_BUILD_TIMEOUT_S
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        raise RuntimeError(f"building DeepSpeed's {COMM_OP} op failed: {lines[-1]}")
 
 
 def ensure_process_group(device: torch.device, world_size: int) -> None:
@@ -387,6 +418,12 @@ class Zero(TrainVariant):
                 f"{self.name}: DeepSpeed's {acc.device_name()} accelerator has no float16 support here "
                 "(on CPUs it needs AVX512-FP16/AMX-FP16); use +bf16"
             )
+
+    def set_up(self, device: torch.device, say: Callable[[str], None]) -> None:
+        if device.type != "cpu" or importlib.util.find_spec("deepspeed") is None or comm_op_built():
+            return  # elsewhere DeepSpeed builds nothing at start; without it the cases say why
+        say(f"{self.name}: building DeepSpeed's {COMM_OP} op once for this machine (minutes)")
+        build_comm_op()
 
     def trainer(self, model, loss_fn, lr, device, world_size):
         return DeepSpeedTrainer(self, model, loss_fn, lr, device, world_size)
