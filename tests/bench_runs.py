@@ -63,3 +63,22 @@ def processes_with_mark(mark: str) -> list[tuple[int, str]]:
         if f"{MARK}={mark}".encode() in env and state != "Z":
             found.append((int(name), comm))
     return found
+
+
+# The ZeRO and the parallel tests read one `pytest bench` session per world size on dense-s
+# (a 2-rank session costs tens of seconds on 2 cores: one is shared, not one per test file).
+RANK_RUNS = {2: "fp32,zero1,zero2,zero3,fsdp2,pipeline", 1: "zero3,zero3+bf16,fsdp2"}
+
+
+def rank_runs(tmp_path_factory) -> dict[int, tuple[Path, dict[str, dict], subprocess.CompletedProcess]]:
+    """world size -> (its directory, extra_info by id, the process) of the dense-s sessions."""
+    runs = {}
+    for ws, variants in RANK_RUNS.items():
+        tmp = tmp_path_factory.mktemp(f"dense-s-ws{ws}")
+        args = ("--family", "dense", "--size", "s", "--variant", variants, "--world-size", str(ws), "--no-accuracy",
+                "--benchmark-json", str(tmp / "out.json"))  # fmt: skip
+        # extra_path: PYTHONPATH names this tree, so the case workers run its code (not another checkout's)
+        proc, records, _ = run(tmp, *args, timeout=600, extra_path=ROOT)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        runs[ws] = (tmp, {k: r["extra_info"] for k, r in records.items()}, proc)
+    return runs

@@ -39,3 +39,11 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch, no_rapl: Path):
         return fake
 
     return install
+
+
+@pytest.fixture(scope="session")
+def dense_s_rank_runs(tmp_path_factory):
+    """The dense-s sessions at world size 2 and 1 (``tests.bench_runs.RANK_RUNS``)."""
+    from tests.bench_runs import rank_runs
+
+    return rank_runs(tmp_path_factory)

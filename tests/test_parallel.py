@@ -24,7 +24,6 @@ if __name__ == "__main__":  # the parity worker, started by torchrun
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
-from tests import bench_runs  # noqa: E402
 from workloads import FAMILIES, Unsupported, build_case, get_variant, variant_names  # noqa: E402
 from workloads.context import CaseContext  # noqa: E402
 from workloads.fsdp import fsdp2_state_bytes, root_params, shard_units  # noqa: E402
@@ -275,25 +274,11 @@ def test_compile_infer_phase_is_the_compiled_forward():
 # pytest bench --world-size 2
 
 
-@pytest.fixture(scope="module")
-def bench_ws2(tmp_path_factory):
-    """fp32 (DDP), zero3, fsdp2 and pipeline at world size 2, and fsdp2 at world size 1."""
-    runs = {}
-    for ws, variants in ((2, "fp32,zero3,fsdp2,pipeline"), (1, "fsdp2")):
-        tmp = tmp_path_factory.mktemp(f"parallel-ws{ws}")
-        args = ("--family", "dense", "--size", "s", "--variant", variants, "--world-size", str(ws), "--no-accuracy")
-        # extra_path: PYTHONPATH names this tree, so the case workers run its code (not another checkout's)
-        proc, records, _ = bench_runs.run(tmp, *args, timeout=420, extra_path=ROOT)
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-        runs[ws] = {k: r["extra_info"] for k, r in records.items()}
-    return runs
-
-
 @pytest.mark.slow
 @needs_deepspeed
-def test_two_ranks_fsdp2_and_pipeline_in_pytest_bench(bench_ws2):
-    ws2, ws1 = bench_ws2[2], bench_ws2[1]
-    assert sorted(ws2) == ["dense-s-fp32", "dense-s-fsdp2", "dense-s-pipeline", "dense-s-zero3"]
+def test_two_ranks_fsdp2_and_pipeline_in_pytest_bench(dense_s_rank_runs):
+    """fp32 (DDP), the ZeRO stages, fsdp2 and pipeline at world size 2 in one session; fsdp2 at 1."""
+    ws2, ws1 = dense_s_rank_runs[2][1], dense_s_rank_runs[1][1]
     assert all(info["status"] == "ok" and info["world_size"] == 2 for info in ws2.values())
     fsdp = ws2["dense-s-fsdp2"]
     for per_rank in fsdp["model_state_bytes_per_rank"]:

@@ -217,25 +217,19 @@ def run_bench(tmp: Path, *args: str, launcher: tuple[str, ...] = ()) -> tuple[li
     return [rec["extra_info"] for rec in lines if rec["type"] == "benchmark"], proc
 
 
-@pytest.fixture(scope="module")
-def two_rank_run(tmp_path_factory):
-    """fp32 (DDP) and ZeRO 1-3 at world size 2, ranks started by ``pytest bench`` itself."""
-    tmp = tmp_path_factory.mktemp("zero-ws2")
-    infos, proc = run_bench(tmp, "--family", "dense", "--size", "s", "--variant", "fp32,zero1,zero2,zero3",
-                            "--world-size", "2", "--benchmark-json", str(tmp / "out.json"))  # fmt: skip
-    return tmp, {i["id"]: i for i in infos}, proc
-
-
 @pytest.mark.slow
 @needs_deepspeed
-def test_two_ranks_run_every_stage(two_rank_run):
-    tmp, by_id, proc = two_rank_run
-    assert sorted(by_id) == ["dense-s-fp32", "dense-s-zero1", "dense-s-zero2", "dense-s-zero3"]
+def test_two_ranks_run_every_stage(dense_s_rank_runs):
+    """fp32 (DDP) and ZeRO 1-3 at world size 2, ranks started by ``pytest bench`` itself (in a
+    session with the other parallel variants: ``tests.bench_runs.RANK_RUNS``)."""
+    tmp, by_id, proc = dense_s_rank_runs[2]
+    assert {"dense-s-fp32", "dense-s-zero1", "dense-s-zero2", "dense-s-zero3"} <= set(by_id)
     logs = tmp / "results" / "logs"
     assert {p.name for p in logs.glob("*.rank1.log")} == {f"{case}.rank1.log" for case in by_id}
     data = json.loads((tmp / "out.json").read_text())
-    assert len(data["benchmarks"]) == 4  # rank 0's JSON only
-    for info in by_id.values():
+    assert len(data["benchmarks"]) == len(by_id)  # rank 0's JSON only
+    for case in ("dense-s-fp32", "dense-s-zero1", "dense-s-zero2", "dense-s-zero3"):
+        info = by_id[case]
         assert info["status"] == "ok" and info["world_size"] == 2
         assert info["samples_per_step"] == 2 * info["batch_size"]
         assert info["step_time_s"] == pytest.approx(statistics.median(info["step_times_s"]))
@@ -250,8 +244,8 @@ def test_two_ranks_run_every_stage(two_rank_run):
 
 @pytest.mark.slow
 @needs_deepspeed
-def test_model_state_within_10_percent_of_prediction(two_rank_run):
-    _, by_id, _ = two_rank_run
+def test_model_state_within_10_percent_of_prediction(dense_s_rank_runs):
+    _, by_id, _ = dense_s_rank_runs[2]
     for stage in (1, 2, 3):
         info = by_id[f"dense-s-zero{stage}"]
         assert info["model_state_bytes"] == pytest.approx(info["model_state_bytes_predicted"], rel=0.10), info["id"]
@@ -264,7 +258,7 @@ def test_model_state_within_10_percent_of_prediction(two_rank_run):
 
 @pytest.mark.slow
 @needs_deepspeed
-def test_torchrun_launch_and_zero3_halves_the_state(two_rank_run, tmp_path):
+def test_torchrun_launch_and_zero3_halves_the_state(dense_s_rank_runs, tmp_path):
     """Ranks started by torchrun (as across machines); ZeRO-3 at 2 ranks vs 1 rank."""
     launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                 "--master-port", str(distributed.free_port()), "-m", "pytest")  # fmt: skip
@@ -273,55 +267,14 @@ def test_torchrun_launch_and_zero3_halves_the_state(two_rank_run, tmp_path):
     assert ws2["status"] == "ok" and len(ws2["model_state_bytes_per_rank"]) == 2
     assert ws2["model_state_bytes"] == pytest.approx(ws2["model_state_bytes_predicted"], rel=0.10)
     assert ws2["model_state_bytes_deepspeed_estimate"] > 0
-    ws1, _ = run_bench(tmp_path / "ws1", "--family", "dense", "--size", "s", "--variant", "zero3,zero3+bf16")
-    ws1 = {i["id"]: i for i in ws1}
+    ws1 = dense_s_rank_runs[1][1]
     assert ws2["model_state_bytes"] <= 0.55 * ws1["dense-s-zero3+bf16"]["model_state_bytes"]
-    _, by_id, _ = two_rank_run
+    _, by_id, _ = dense_s_rank_runs[2]
     assert by_id["dense-s-zero3"]["model_state_bytes"] <= 0.55 * ws1["dense-s-zero3"]["model_state_bytes"]
 
 
 if __name__ == "__main__":
     parity_worker(sys.argv[1])
-
-
-DYING_RANK = """
-import os
-from workloads.registry import VARIANTS
-from workloads.variants import FP32
-
-class DiesOnRank1(FP32):
-    name = "dies-on-rank1"
-
-    def build(self, ctx):
-        if os.environ.get("RANK") == "1":
-            print("rank 1 is about to die", flush=True)
-            os._exit(3)
-        return super().build(ctx)
-
-VARIANTS["dies-on-rank1"] = DiesOnRank1
-"""
-
-
-@pytest.mark.slow
-def test_a_rank_that_dies_ends_its_case_with_its_log(tmp_path):
-    """Rank 1 dies while rank 0 waits for it in a collective: the case ends ``error`` with rank
-    1's exit code and log at once (not at the timeout); the next case runs on fresh ranks."""
-    (tmp_path / "dying_rank.py").write_text(DYING_RANK)
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench"), "--benchmark-only", "-p", "no:cacheprovider",
-           "-p", "dying_rank", "--family", "dense", "--size", "xs", "--variant", "dies-on-rank1,fp32",
-           "--no-accuracy", "--world-size", "2", "--case-timeout", "120",
-           "--results-dir", str(tmp_path / "results")]  # fmt: skip
-    env = env_for_ranks() | {"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
-    started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stdout[-3000:]
-    (path,) = (tmp_path / "results").glob("results-*.jsonl")
-    infos = {r["extra_info"]["id"]: r["extra_info"] for r in map(json.loads, path.read_text().splitlines()[1:])}
-    dead = infos["dense-xs-dies-on-rank1"]
-    assert dead["status"] == "error" and "rank 1 worker exited with code 3 in stage build" in dead["reason"], dead
-    assert "rank 1 is about to die" in dead["reason"]  # the tail of its log
-    assert infos["dense-xs-fp32"]["status"] == "ok"
-    assert time.monotonic() - started < 120
 
 
 # --------------------------------------------------------------------------------------
@@ -380,3 +333,19 @@ def test_zero_set_up_builds_the_comm_op_only_on_cpu_and_only_when_missing(monkey
     monkeypatch.setattr(zero, "comm_op_built", lambda: True)
     Zero("zero2").set_up(torch.device("cpu"), lines.append)
     assert built == [1] and len(lines) == 1
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(monkeypatch, tmp_path):
+    from workloads import zero
+
+    monkeypatch.setattr(zero, "comm_op_dir", lambda: tmp_path)
+    monkeypatch.setattr(zero, "build_comm_op", lambda: (tmp_path / f"{zero.COMM_OP}.so").touch())
+    lock = tmp_path / "lock"
+    lock.touch()
+    lines = []
+    Zero("zero3").set_up(torch.device("cpu"), lines.append)
+    assert lock.exists() and zero.comm_op_built()  # a build may be under way: its lock stays
+    old = time.time() - zero.STALE_LOCK_S - 1
+    os.utime(lock, (old, old))
+    Zero("zero3").set_up(torch.device("cpu"), lines.append)
+    assert not lock.exists() and "left by a build that was killed" in lines[-1]

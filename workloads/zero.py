@@ -45,6 +45,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -196,11 +197,32 @@ COMM_OP = "deepspeed_shm_comm"
 COMM_OP_BUILD_TIMEOUT_S = 1800
 
 
-def comm_op_built() -> bool:
-    """Whether the CPU comm op is in torch's extension cache (``TORCH_EXTENSIONS_DIR``)."""
+# Every DeepSpeed start takes torch's file lock on the op's build directory (to check the build
+# is current), and a build may take minutes; a process killed meanwhile (a case's watchdog)
+# leaves the lock behind, and every later start waits on it for ever. A lock older than this is
+# such a leftover.
+STALE_LOCK_S = 600
+
+
+def comm_op_dir() -> Path:
+    """The op's build directory in torch's extension cache (``TORCH_EXTENSIONS_DIR``)."""
     from torch.utils.cpp_extension import _get_build_directory
 
-    return (Path(_get_build_directory(COMM_OP, verbose=False)) / f"{COMM_OP}.so").exists()
+    return Path(_get_build_directory(COMM_OP, verbose=False))
+
+
+def comm_op_built() -> bool:
+    return (comm_op_dir() / f"{COMM_OP}.so").exists()
+
+
+def stale_comm_op_lock(now: float | None = None) -> Path | None:
+    """The build directory's lock when a killed process left it (older than STALE_LOCK_S)."""
+    lock = comm_op_dir() / "lock"
+    try:
+        age = (time.time() if now is None else now) - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    return lock if age > STALE_LOCK_S else None
 
 
 def build_comm_op() -> None:
@@ -420,8 +442,14 @@ class Zero(TrainVariant):
             )
 
     def set_up(self, device: torch.device, say: Callable[[str], None]) -> None:
-        if device.type != "cpu" or importlib.util.find_spec("deepspeed") is None or comm_op_built():
+        if device.type != "cpu" or importlib.util.find_spec("deepspeed") is None:
             return  # elsewhere DeepSpeed builds nothing at start; without it the cases say why
+        lock = stale_comm_op_lock()
+        if lock is not None:
+            say(f"{self.name}: removing {lock}, left by a build that was killed (every start would wait on it)")
+            lock.unlink(missing_ok=True)
+        if comm_op_built():
+            return
         say(f"{self.name}: building DeepSpeed's {COMM_OP} op once for this machine (minutes)")
         build_comm_op()
 
