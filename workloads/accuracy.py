@@ -1,8 +1,10 @@
-"""Quality on real data: train a model with a variant's trainer for the family's budget and
+"""Quality on real data: train a model with a variant's trainer for the case's budget and
 evaluate it on the held-out split, or evaluate a given model (an inference variant's).
 
-The budget (steps, batch, learning rate) is fixed per family, so the variants of one case are
-compared at equal work. Every function returns the accuracy fields of the result schema.
+The task is the family's (``workloads.tasks``: digits, or text for the Transformer) and the
+budget the case's (``workloads.budget``: it grows with the model and is capped per tier), so
+the variants of one case are compared at equal work. Every function returns the accuracy
+fields of the result schema.
 """
 
 from __future__ import annotations
@@ -13,46 +15,48 @@ from typing import Any
 import torch
 from torch import nn
 
+from .budget import Budget, accuracy_budget, set_lr
 from .context import CaseContext
-from .data import load_task
+from .tasks import Task, task_for
 
-EVAL_BATCH = 256
+# make_trainer(model, loss_fn, lr) -> a variant's Trainer around ``model``
+MakeTrainer = Callable[[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], float], Any]
 
 
-def evaluate(ctx: CaseContext, predict: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
-    """Top-1 accuracy of ``predict`` (encoded inputs -> model output; it sets its own grad mode)
-    on the held-out split."""
+def case_budget(ctx: CaseContext) -> Budget:
+    """The accuracy budget of ``ctx``: its level's rule, or ``ctx.accuracy_steps`` steps."""
+    return accuracy_budget(ctx.workload, ctx.size, ctx.budget_level, ctx.accuracy_steps)
+
+
+def evaluate(
+    ctx: CaseContext, predict: Callable[[torch.Tensor], torch.Tensor], task: Task | None = None
+) -> dict[str, Any]:
+    """Score ``predict`` (model input -> model output; it sets its own grad mode) on the
+    held-out split of the family's task: the accuracy fields, and ``_correct``, one bool per
+    scored sample (an image, or a predicted byte) for paired tests; the harness drops keys
+    that start with ``_`` from the result."""
+    task = task or task_for(ctx.workload, ctx.data_dir)
+    scorer = task.scorer()
+    for inputs, targets in task.eval_batches():
+        scorer.add(predict(inputs.to(ctx.device)), targets)
+    return scorer.result()
+
+
+def train_and_evaluate(ctx: CaseContext, make_trainer: MakeTrainer) -> dict[str, Any]:
+    """Train a fresh model seeded with ``ctx.seed`` through ``make_trainer`` on the real task
+    for the case's budget (each rank its own shard of every batch), then evaluate it."""
     w = ctx.workload
-    task = load_task(ctx.data_dir)
-    x_test = w.encode_images(task.x_test)
-    correct = 0
-    for i in range(0, len(task.y_test), EVAL_BATCH):
-        out = predict(x_test[i : i + EVAL_BATCH].to(ctx.device))
-        pred = w.class_logits(out).argmax(-1).cpu()
-        correct += int((pred == task.y_test[i : i + EVAL_BATCH]).sum())
-    return {"accuracy": correct / len(task.y_test), "accuracy_metric": "top1", "accuracy_task": task.name}
-
-
-def train_and_evaluate(ctx: CaseContext, make_trainer: Callable[[nn.Module], Any]) -> dict[str, Any]:
-    """Train a fresh model seeded with ``ctx.seed`` through ``make_trainer(model)`` on the real
-    task for the family's budget (each rank its own shard of every batch), then evaluate it."""
-    w = ctx.workload
-    task = load_task(ctx.data_dir)
-    steps = w.accuracy_steps if ctx.accuracy_steps is None else ctx.accuracy_steps
-    gen = torch.Generator().manual_seed(ctx.seed)
+    task = task_for(w, ctx.data_dir)
+    budget = case_budget(ctx)
     torch.manual_seed(ctx.seed)
-    trainer = make_trainer(w.build_model())
+    trainer = make_trainer(w.build_model(), task.loss, budget.lr)
     try:
-        x_train = w.encode_images(task.x_train)
-        n, bs, rank = len(task.y_train), w.accuracy_batch_size, ctx.rank
-        order, pos = torch.randperm(n, generator=gen), 0
-        for _ in range(steps):
-            if pos + bs * ctx.world_size > n:
-                order, pos = torch.randperm(n, generator=gen), 0
-            idx = order[pos + rank * bs : pos + (rank + 1) * bs]
-            pos += bs * ctx.world_size
-            trainer.train_step(x_train[idx].to(ctx.device), task.y_train[idx].to(ctx.device))
-        result = evaluate(ctx, trainer.predict)
+        batches = task.train_batches(budget.batch_size, ctx.seed, ctx.rank, ctx.world_size)
+        for step in range(budget.steps):
+            set_lr(trainer, budget.lr_at(step))
+            inputs, targets = next(batches)
+            trainer.train_step(inputs.to(ctx.device), targets.to(ctx.device))
+        result = evaluate(ctx, trainer.predict, task)
     finally:
         trainer.close()
-    return result | {"accuracy_steps": steps}
+    return result | budget.fields()
