@@ -20,9 +20,9 @@ import torch
 
 from reports.metrics import METRICS
 from reports.schema import SCHEMA
-from workloads import Unsupported
+from workloads import Unsupported, tta
 from workloads.probe import matmul_peak_tflops
-from workloads.registry import VariantFactory, accuracy_flops, build_case
+from workloads.registry import VariantFactory, build_case
 
 from .distributed import Ranks
 from .faults import with_fault
@@ -141,12 +141,12 @@ def plan_rounds(req: CaseRequest, case, warm: float) -> int:
         return 1
     rounds = int(min(tier.max_rounds, max(tier.min_rounds, tier.round_budget_s / max(warm, 1e-9))))
     projected = warm * rounds
-    task = accuracy_flops(case.family, case.size, case.phase) if s.accuracy else 0.0
+    task = s.accuracy_flops(case.family, case.size, case.phase)
     projected += warm * task * case.world_size / case.flops_per_step
     if projected > s.timeout_s:
         raise Refused(
             f"projected {projected:.0f}s from the measured warm-up step of {warm:.3g}s "
-            f"({rounds} timed rounds{' and the accuracy task' if task else ''}), "
+            f"({rounds} timed rounds{' and the accuracy stage' if task else ''}), "
             f"over --case-timeout {s.timeout_s:g}s"
         )
     return rounds
@@ -304,14 +304,19 @@ def assemble(req: CaseRequest, case, step_times, cuda_events, own_times, telemet
 
 
 def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
-    if not req.settings.accuracy:
-        return {"accuracy": None, "accuracy_metric": "top1", "_reasons": {"accuracy": "disabled with --no-accuracy"}}
-    return case.runnable.accuracy()
+    s = req.settings
+    if not s.accuracy:
+        acc = {"accuracy": None, "accuracy_metric": "top1", "_reasons": {"accuracy": "disabled with --no-accuracy"}}
+    else:
+        acc = case.runnable.accuracy()
+    return acc if s.tta is None else tta.with_time_to_accuracy(acc, case.runnable, s.tta)
 
 
 def finish_info(info: dict[str, Any]) -> dict[str, Any]:
     """Resolve the collected reasons into ``absent`` once every field is in."""
     reasons = info.pop("_reasons", {})
+    for key in [k for k in info if k.startswith("_")]:  # private to the worker, e.g. per-sample "_correct"
+        del info[key]
     info["absent"] = absent_reasons(info, reasons)
     return info
 
@@ -328,7 +333,7 @@ def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
     try:
         stage("build")
         case = build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
-                          s.seed, req.phase)  # fmt: skip
+                          s.seed, req.phase, budget_level=s.tier_spec.accuracy_budget)  # fmt: skip
     except Unsupported as e:
         return Outcome("skipped", request_not_run(req, "skipped", str(e), "build"))
     peaks: dict[str, float] = {}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from workloads import Unsupported
 from workloads.probe import DTYPES
-from workloads.registry import accuracy_flops, check_case, estimate_case_seconds, parse_device, variant_factory
+from workloads.registry import check_case, estimate_case_seconds, parse_device, variant_factory
 
 from .distributed import Ranks
 from .pipeline import Refused, peak_key
@@ -43,8 +43,7 @@ def preflight(spec: CaseSpec, s: Settings, ranks: Ranks, peaks: dict[str, float]
     tier = s.tier_spec
     steps = tier.warmup_rounds + tier.min_rounds
     estimate = estimate_case_seconds(spec.family, spec.size, spec.phase, s.batch_size, peak, steps)
-    if s.accuracy:
-        estimate += accuracy_flops(spec.family, spec.size, spec.phase) / (peak * 1e12)
+    estimate += s.accuracy_flops(spec.family, spec.size, spec.phase) / (peak * 1e12)
     if estimate > s.timeout_s:
         raise Refused(
             f"estimated at least {estimate:.0f}s of compute at the measured {dtype} peak of "
