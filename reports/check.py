@@ -46,7 +46,7 @@ from tabulate import tabulate
 
 from reports.errors import ReportError, one_line
 from reports.inputs import DEFAULT_STORAGE, load_input
-from reports.load import Result, Run, machine_label
+from reports.load import Result, Run, machine_label, warn_mixed_corpora
 from reports.metrics import METRICS, Metric, format_value
 from reports.schema import FAILED_STATUSES
 from reports.stats import RankTest, compare_samples
@@ -83,6 +83,7 @@ RULES: dict[str, Rule] = {
     "tflops": Rule("relative", 0.05, timing=True),
     "mfu": Rule("relative", None, timing=True),
     "accuracy": Rule("points", 0.005),
+    "bits_per_byte": Rule("relative", 0.01),
     "accuracy_delta": Rule("points", None),
     "peak_mem_bytes": Rule("relative", 0.10),
     "model_state_bytes": Rule("relative", 0.10),
@@ -711,6 +712,7 @@ def run_check(args: argparse.Namespace, stdout: TextIO) -> int:
     thresholds = Thresholds([parse_threshold(text) for text in args.threshold])
     base = load_run(args.baseline, args.storage)
     new = load_run(args.new, args.storage)
+    warn_mixed_corpora([base, new])
     report = compare_runs(base, new, thresholds, args.alpha, args.cross_machine, args.fail_on_missing)
     stdout.write(render_markdown(report) if args.markdown else render_text(report))
     if args.json:

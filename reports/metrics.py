@@ -12,7 +12,8 @@ A :class:`Metric` says:
   (``"si"``: 1.23k, 4.5M; ``"bytes"``: KiB/MiB/GiB; ``"time"``: s/ms/us; ``"percent"``:
   a fraction shown in %; ``"plain"``: the number as is);
 - ``table``: the report table it belongs to (``"throughput"``, ``"accuracy"``,
-  ``"efficiency"``) or ``None`` when no table shows it;
+  ``"efficiency"``, ``"time_to_accuracy"``) or ``None`` when no table shows it; a table in
+  ``OPTIONAL_TABLES`` is shown only when some result carries one of its metrics;
 - ``ratio``: how a cell relates to its reference (``"ratio"``: ``(0.52x)``, value divided
   by the reference; ``"delta"``: ``(-1.2 pp)``, difference of two fractions in percentage
   points; ``None``: no comparison shown);
@@ -33,15 +34,17 @@ from reports.schema import SCHEMA  # noqa: F401  (re-exported: the schema versio
 
 Direction = Literal["higher", "lower"]
 Scale = Literal["si", "bytes", "time", "percent", "plain"]
-TableName = Literal["throughput", "accuracy", "efficiency"]
+TableName = Literal["throughput", "accuracy", "efficiency", "time_to_accuracy"]
 RatioStyle = Literal["ratio", "delta"]
 
-TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency")
+TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency", "time_to_accuracy")
 TABLE_TITLES: dict[TableName, str] = {
     "throughput": "Throughput",
     "accuracy": "Accuracy",
     "efficiency": "Efficiency",
+    "time_to_accuracy": "Time to accuracy",
 }
+OPTIONAL_TABLES: frozenset[TableName] = frozenset({"time_to_accuracy"})  # only with --time-to-accuracy
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            fmt="{:.1f}", ratio="delta", across_phases=True),
     Metric("accuracy_delta", "accuracy vs fp32", "fraction", "higher", None, "percent",
            fmt="{:+.1f}", ratio=None, across_phases=True, signed=True),
+    Metric("bits_per_byte", "bits/byte", "bits/byte", "lower", "accuracy", "plain",
+           fmt="{:.3f}", across_phases=True),
     Metric("model_bytes", "model size", "bytes", "lower", "accuracy", "bytes", across_phases=True),
     Metric("params", "parameters", "count", None, "accuracy", "si", across_phases=True),
     Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent"),
@@ -80,6 +85,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("model_state_bytes", "model state", "bytes", "lower", "efficiency", "bytes"),
     Metric("model_state_bytes_predicted", "model state (predicted)", "bytes", "lower",
            "efficiency", "bytes"),
+    Metric("time_to_accuracy_s", "time to target", "s", "lower", "time_to_accuracy", "time"),
+    Metric("steps_to_accuracy", "steps to target", "steps", "lower", "time_to_accuracy", "plain", fmt="{:.0f}"),
+    Metric("tta_target", "target", "accuracy or bits/byte", None, "time_to_accuracy", "plain", ratio=None),
 )}
 # fmt: on
 

@@ -1,7 +1,9 @@
-"""Scaling curves: throughput, peak memory and MFU against parameters, one line per variant.
+"""Scaling curves: throughput, peak memory, MFU and held-out quality against parameters, one
+line per variant.
 
-One figure per family (and per machine and world size when the input holds several),
-three log-log panels; values beyond ``PLOTTABLE`` are left out, with a note in the panel.
+One figure per family (and per machine and world size when the input holds several), three
+log-log panels and a quality panel (bits per byte for the text task, else accuracy; linear y);
+values beyond ``PLOTTABLE`` are left out, with a note in the panel.
 matplotlib is imported here only, when a plot is drawn; figures are built with
 ``matplotlib.figure.Figure`` and rendered by the Agg canvas (no pyplot, no GUI backend).
 
@@ -24,6 +26,7 @@ from reports.metrics import METRICS
 from reports.schema import variant_rank
 
 PANELS = ("samples_per_s", "peak_mem_bytes", "mfu")
+QUALITY = ("bits_per_byte", "accuracy")  # the quality panel: the first any result measured
 # A log axis over these values, with its margins, stays within a float's range; a value
 # beyond (no measurement is near) is left out of the figure and counted in a note.
 PLOTTABLE = (1e-100, 1e100)
@@ -66,12 +69,19 @@ def _points(results: list[Result], variant: str, key: str) -> tuple[list[tuple[f
     return inside, len(points) - len(inside)
 
 
+def panels(results: list[Result]) -> tuple[str, ...]:
+    """The panels of a figure: ``PANELS`` and its quality metric."""
+    quality = next((key for key in QUALITY if any(r.value(key) is not None for r in results)), QUALITY[-1])
+    return (*PANELS, quality)
+
+
 def _draw(figure: Any, title: str, results: list[Result]) -> None:
     variants = sorted({r.variant for r in results}, key=variant_rank)
     figure.suptitle(title)
-    for position, key in enumerate(PANELS, start=1):
+    keys = panels(results)
+    for position, key in enumerate(keys, start=1):
         metric = METRICS[key]
-        axes = figure.add_subplot(1, len(PANELS), position)
+        axes = figure.add_subplot(1, len(keys), position)
         axes.set_title(metric.label)
         axes.set_xlabel("parameters")
         axes.set_ylabel(metric.label if metric.label == metric.unit else f"{metric.label} ({metric.unit})")
@@ -88,7 +98,7 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
             axes.annotate(note, (0.01, 0.01), xycoords="axes fraction", fontsize="small", annotation_clip=False)
         if drawn:
             axes.set_xscale("log")
-            axes.set_yscale("log")
+            axes.set_yscale("linear" if key in QUALITY else "log")
             axes.grid(True, which="both", alpha=0.3)
             axes.legend(fontsize="small")
         else:
@@ -106,7 +116,7 @@ def render_pngs(runs: Sequence[Run], dpi: int = 100) -> dict[str, bytes]:
         raise ReportError(f"plot: matplotlib is not available ({error})") from None
     pngs: dict[str, bytes] = {}
     for name, results in figure_groups(runs).items():
-        figure = Figure(figsize=(15, 4.5), layout="constrained")
+        figure = Figure(figsize=(20, 4.5), layout="constrained")
         _draw(figure, name, results)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=dpi)

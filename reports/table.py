@@ -1,4 +1,4 @@
-"""The Throughput, Accuracy and Efficiency tables.
+"""The Throughput, Accuracy and Efficiency tables, and Time to accuracy when the results have it.
 
 Rows are a family and a size (plus the machine and the world size when the input holds
 more than one), one row per metric of the table (``reports.metrics.METRICS``); columns are
@@ -40,6 +40,7 @@ from reports.load import (
 )
 from reports.metrics import (
     METRICS,
+    OPTIONAL_TABLES,
     TABLE_TITLES,
     TABLES,
     Metric,
@@ -156,6 +157,8 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
 
     tables = []
     for name in TABLES:
+        if name in OPTIONAL_TABLES and not any(m.key in r.extra_info for r in results for m in table_metrics(name)):
+            continue
         rows: list[list[str]] = []
         left_out: dict[tuple[str, str], list[str]] = {}  # (metric, reasons) -> groups
         for group, by_variant in groups.items():
