@@ -214,3 +214,11 @@ def test_tables_show_bits_per_byte_and_time_to_accuracy_against_fp32():
     assert "| bits/byte" in text and "2.500 (1.00x)" in text
     assert "## Time to accuracy" in text and "25 s (2.50x)" in text
     assert "## Time to accuracy" not in render_tables([text_result("fp32", CORPUS_SHA256)], label="m")
+
+
+def test_plots_draw_bits_per_byte_for_text_and_accuracy_otherwise():
+    from reports.plot import PANELS, panels
+
+    text = run_from_extra_info([text_result("fp32", CORPUS_SHA256)]).results
+    digits = run_from_extra_info([make_extra_info("dense", "xs", "fp32")]).results
+    assert panels(text) == (*PANELS, "bits_per_byte") and panels(digits) == (*PANELS, "accuracy")
