@@ -212,20 +212,21 @@ def assemble(req: CaseRequest, case, timed: Timed, peak: float | None, ranks: Ra
 
 def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
     """The accuracy fields the runnable measured, and its time to accuracy with
-    --time-to-accuracy; private keys (``_correct`` ...) dropped, ``_reasons`` kept."""
+    --time-to-accuracy (private keys such as ``_correct`` stay until ``finish_info``)."""
     s = req.settings
     if not s.accuracy:
         acc = {"accuracy": None, "accuracy_metric": "top1", "_reasons": {"accuracy": "disabled with --no-accuracy"}}
     else:
         acc = case.runnable.accuracy()
-    if s.tta is not None:
-        acc = tta.with_time_to_accuracy(acc, case.runnable, s.tta)
-    return {k: v for k, v in acc.items() if not k.startswith("_") or k == "_reasons"}
+    return acc if s.tta is None else tta.with_time_to_accuracy(acc, case.runnable, s.tta)
 
 
 def finish_info(info: dict[str, Any]) -> dict[str, Any]:
-    """Resolve the collected reasons into ``absent`` once every field is in."""
+    """Resolve the collected reasons into ``absent`` once every field is in; keys private to the
+    worker (``_``: the per-sample ``_correct`` of the accuracy task ...) are dropped."""
     reasons = info.pop("_reasons", {})
+    for key in [k for k in info if k.startswith("_")]:
+        del info[key]
     info["absent"] = absent_reasons(info, reasons)
     return info
 
