@@ -1,8 +1,11 @@
-"""Accuracy tasks: the pinned text corpus, bits per byte, budgets that scale, time to accuracy,
-and the reports' warning on mixed corpora."""
+"""Accuracy tasks: the pinned text corpus, bits per byte, the fit/validation/test splits, sharding
+by data rank, budgets that scale and their schedule, the trained reference and compressed
+variants on the text task, time to accuracy, and the reports' warning on mixed corpora."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import socket
 import warnings
@@ -17,13 +20,26 @@ from reports.errors import ReportWarning
 from reports.load import run_from_extra_info, warn_mixed_corpora
 from reports.synthetic import make_extra_info
 from reports.table import render_tables
-from workloads import FAMILIES, SIZE_ORDER, build_case
+from workloads import FAMILIES, SIZE_ORDER, accuracy, build_case
 from workloads.accuracy import evaluate
-from workloads.budget import BUDGET_LEVELS, accuracy_budget
+from workloads.budget import BUDGET_LEVELS, accuracy_budget, set_lr
+from workloads.compressed import RANK_CANDIDATES, calibration
+from workloads.context import CaseContext
+from workloads.data import load_task
+from workloads.reference import CACHE_ENV, cache_path, reference_key
 from workloads.registry import accuracy_flops, workload
-from workloads.tasks import BitsPerByteScorer
-from workloads.text import HEADER, TEST_FILES, load_corpus
+from workloads.tasks import (
+    SPLITS,
+    VALIDATION_FRACTION,
+    VALIDATION_WINDOWS,
+    BitsPerByteScorer,
+    task_for,
+    validation_indices,
+)
+from workloads.text import HEADER, TEST_FILES, TRAIN_FILES, load_corpus
+from workloads.transformer import Transformer
 from workloads.tta import DEFAULT_TARGETS, TTAConfig, parse_targets, summarize
+from workloads.variants import TorchTrainer
 
 CORPUS_SHA256 = "0b3ca29b26d5e0b0de5d14c81b519cf0f94ea62e00900dc89619039f7411835b"
 
@@ -124,6 +140,171 @@ def test_accuracy_flops_count_the_budget_and_time_to_accuracy():
     assert with_tta > 4 * plain  # three runs at their worst, on top of the accuracy task
     settings = Settings(tier="smoke", time_to_accuracy=True)
     assert settings.tta.runs == 3 and settings.accuracy_flops("transformer", "s", "train") == with_tta
+
+
+# ------------------------------------------------------------------------------------------
+# splits, sharding, the trainer and its schedule
+
+
+def test_digits_validation_is_a_fixed_seeded_part_of_the_training_split():
+    task = task_for(workload("dense", "xs"))
+    n_train = len(load_task(None).y_train)
+    fit, validation = validation_indices(n_train)
+    assert len(validation) == int(n_train * VALIDATION_FRACTION) and len(fit) + len(validation) == n_train
+    assert not set(fit.tolist()) & set(validation.tolist())
+    assert all(torch.equal(a, b) for a, b in zip(validation_indices(n_train), (fit, validation), strict=True))
+    assert [len(task.splits[s][1]) for s in SPLITS] == [len(fit), len(validation), 360]
+    x_val, _ = task.splits["validation"]
+    assert torch.equal(x_val, workload("dense", "xs").encode_images(load_task(None).x_train[validation]))
+
+    def rows(x: torch.Tensor) -> set[bytes]:
+        return {row.numpy().tobytes() for row in x.flatten(1)}
+
+    trained = rows(torch.cat([x for x, _ in itertools.islice(task.train_batches(64, seed=0), 40)]))  # > 2 epochs
+    fit_rows = rows(task.splits["fit"][0])
+    assert trained <= fit_rows and not trained & (rows(x_val) - fit_rows)  # training reads the fit split only
+
+
+def test_text_validation_is_the_tail_of_each_training_file_and_training_reads_the_rest():
+    task = task_for(workload("transformer", "xs"))
+    files = load_corpus().train_files()
+    assert len(files) == len(TRAIN_FILES) and sum(map(len, files)) == len(load_corpus().train)
+    assert len(task.fit) + len(task.validation) == len(load_corpus().train)
+    tails = [f[len(f) - int(len(f) * VALIDATION_FRACTION) :] for f in files]
+    assert torch.equal(task.validation, torch.cat(tails))  # held out from training, not from the test files
+    windows = task.windows("validation")
+    assert windows.shape == (VALIDATION_WINDOWS, 129) and torch.equal(windows, task.windows("validation"))
+    inputs, targets = next(task.train_batches(8, seed=0))
+    assert inputs.shape == targets.shape == (8, 128) and torch.equal(inputs[:, 1:], targets[:, :-1])
+    fit_bytes = bytes(task.fit.tolist())
+    assert all(bytes(w.tolist()) in fit_bytes for w in torch.cat([inputs, targets[:, -1:]], 1))
+
+
+@pytest.mark.parametrize("family", ["dense", "transformer"])
+def test_evaluate_scores_the_validation_split_apart_from_test(family):
+    ctx = build_case(family, "xs", "fp32").ctx
+    model = ctx.workload.build_model().eval()
+    with torch.no_grad():
+        val, test = evaluate(ctx, model, on="validation"), evaluate(ctx, model)
+    per_window = 128 if family == "transformer" else 1
+    assert len(val["_correct"]) == (VALIDATION_WINDOWS * per_window if per_window > 1 else 215)
+    assert len(test["_correct"]) == (256 * 128 if per_window > 1 else 360)
+    assert (val["bits_per_byte"] is None) == (family == "dense")
+    with pytest.raises(ValueError, match="split: unknown 'train'; allowed: fit, validation, test"):
+        evaluate(ctx, model, on="train")
+
+
+@pytest.mark.parametrize(("data_parallel", "same"), [(True, False), (False, True)])
+@pytest.mark.parametrize("family", ["dense", "transformer"])
+def test_batches_shard_over_data_ranks_and_shared_batches_stay_whole(monkeypatch, family, data_parallel, same):
+    """Data-parallel ranks read the halves of one global batch; a pipeline's or tensor
+    parallel's ranks (``data_parallel=False``) read the same whole batch."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    w = workload(family, "xs")
+    one = CaseContext(family, "xs", "fp32", "train", w, torch.device("cpu"))
+    whole = next(accuracy.batches(one, seed=3, batch_size=8))
+    got = []
+    for rank in (0, 1):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda rank=rank: rank)
+        ctx = CaseContext(family, "xs", "fp32", "train", w, torch.device("cpu"), 2, data_parallel=data_parallel)
+        got.append(next(accuracy.batches(ctx, seed=3, batch_size=8 if not data_parallel else 4)))
+    assert torch.equal(got[0][0], got[1][0]) is same
+    if data_parallel:  # the two shards are the global batch of 8 that one rank would read
+        assert torch.equal(torch.cat([got[0][0], got[1][0]]), whole[0])
+    else:
+        assert torch.equal(got[0][0], whole[0]) and torch.equal(got[0][1], whole[1])
+
+
+def test_make_trainer_gets_the_task_loss_and_the_budget_schedule():
+    """``make_trainer(model, loss_fn, lr)``: the task's loss, the budget's peak rate, and every
+    step at the rate of the budget's schedule."""
+    ctx = build_case("transformer", "xs", "fp32", accuracy_steps=4).ctx
+    budget = accuracy.case_budget(ctx)
+    seen: dict = {"rates": []}
+
+    class Recording(TorchTrainer):
+        def train_step(self, inputs, targets):
+            seen["rates"].append(self.optimizer.param_groups[0]["lr"])
+            seen["shape"] = tuple(inputs.shape)
+            return super().train_step(inputs, targets)
+
+    def make_trainer(model, loss_fn, lr):
+        seen["lr"], seen["loss"] = lr, loss_fn
+        return Recording(model, loss_fn, lr, ctx.device)
+
+    result = accuracy.train_and_evaluate(ctx, make_trainer)
+    assert seen["lr"] == budget.lr == Transformer.accuracy_lr and seen["shape"] == (budget.batch_size, 128)
+    logits, targets = torch.randn(2, 5, 256), torch.randint(0, 256, (2, 5))
+    assert seen["loss"](logits, targets) == pytest.approx(
+        float(F.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+    )
+    assert seen["rates"] == pytest.approx([budget.lr_at(step) for step in range(4)])
+    assert result["accuracy_steps"] == 4 and result["bits_per_byte"] > 0
+
+
+def test_set_lr_reaches_a_trainer_whose_optimizer_comes_later():
+    class Lazy:  # a pipeline stage's trainer: its optimizer is made at the first step
+        def set_lr(self, lr):
+            self.lr = lr
+
+    lazy = Lazy()
+    assert set_lr(lazy, 0.5) and lazy.lr == 0.5
+    assert set_lr(object(), 0.5) is False
+
+
+# ------------------------------------------------------------------------------------------
+# the trained reference and the compressed variants on the text task
+
+
+def test_reference_key_holds_the_task_data_and_the_budget():
+    def context(family: str, level: str) -> CaseContext:  # the context alone: no reference is trained
+        return CaseContext(
+            family, "xs", "fp32", "infer", workload(family, "xs"), torch.device("cpu"), budget_level=level
+        )
+
+    text = context("transformer", "smoke")
+    key = reference_key(text)
+    assert key["data"]["corpus_sha256"] == CORPUS_SHA256 and key["data"]["validation"][0] == VALIDATION_FRACTION
+    assert (key["budget"], key["steps"]) == ("smoke", 2 * accuracy.case_budget(text).steps)
+    standard = dataclasses.replace(text, budget_level="standard")
+    assert reference_key(standard)["steps"] != key["steps"] and cache_path(standard) != cache_path(text)
+    digits = reference_key(context("dense", "standard"))
+    assert len(digits["data"]["sha256"]) == 64 and digits["data"]["task"] == "digits"
+
+
+@pytest.fixture
+def reference_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_int8_calibrates_on_byte_windows_of_the_fit_split():
+    w = workload("transformer", "xs")
+    ctx = CaseContext("transformer", "xs", "int8", "infer", w, torch.device("cpu"), batch_size=4)
+    batches = calibration(ctx)
+    assert len(batches) == 8 and all(b.shape == (4, 128) and b.dtype == torch.int64 for b in batches)
+    fit_bytes = bytes(task_for(ctx.workload).fit.tolist())
+    assert bytes(batches[0][0].tolist()) in fit_bytes
+
+
+@pytest.mark.parametrize("variant", ["distill", "lowrank"])
+def test_compressed_transformer_is_judged_per_predicted_byte(reference_cache, variant):
+    """The reference trains on text (tiny budget), the variant compresses it (distillation on
+    per-token logits; the rank chosen on the validation windows), and its accuracy fields carry
+    bits per byte, McNemar over the predicted bytes and MLPerf's targets."""
+    case = build_case("transformer", "xs", variant, phase="infer", batch_size=4, accuracy_steps=2)
+    info, result = case.runnable.extra_info(), case.runnable.accuracy()
+    case.close()
+    assert result["accuracy_metric"] == "next_byte_top1" and result["bits_per_byte"] > 0
+    assert result["accuracy_corpus_sha256"] == CORPUS_SHA256
+    assert 0 <= result["errors_added"] + result["errors_fixed"] <= 256 * 128 and 0 <= result["mcnemar_p"] <= 1
+    assert isinstance(result["meets_99"], bool) and result["accuracy_reference"] > 0
+    assert info["reference_cached"] is False and list(reference_cache.glob("references/transformer-xs-*.pt"))
+    if variant == "distill":
+        assert info["distill_steps"] == 2 and info["student_params"] < info["teacher_params"]
+        assert 0 <= info["accuracy_no_teacher"] <= 1
+    else:
+        assert set(info["rank_scores"]) <= {f"{k:.4g}" for k in RANK_CANDIDATES} and info["rank_target"] > 0
 
 
 # ------------------------------------------------------------------------------------------
