@@ -215,7 +215,9 @@ def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
     --time-to-accuracy (private keys such as ``_correct`` stay until ``finish_info``)."""
     s = req.settings
     if not s.accuracy:
-        acc = {"accuracy": None, "accuracy_metric": "top1", "_reasons": {"accuracy": "disabled with --no-accuracy"}}
+        off = "disabled with --no-accuracy"
+        acc = {"accuracy": None, "accuracy_metric": "top1", "bits_per_byte": None}
+        acc["_reasons"] = {"accuracy": off, "bits_per_byte": off}
     else:
         acc = case.runnable.accuracy()
     return acc if s.tta is None else tta.with_time_to_accuracy(acc, case.runnable, s.tta)
