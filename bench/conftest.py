@@ -72,6 +72,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " see the same machine",
     )
     g.addoption(
+        "--time-to-accuracy",
+        action="store_true",
+        help="also train each training case's variant until a held-out target, --tta-runs seeded runs"
+        " (MLPerf Training's way: mean time without the fastest and slowest run)",
+    )
+    g.addoption("--tta-runs", type=int, default=None, help="seeded runs per case (default: 5; 3 in the smoke tier)")
+    g.addoption(
+        "--tta-target",
+        default=None,
+        metavar="FAMILY[-SIZE]=VALUE,...",
+        help="targets instead of the defaults: held-out accuracy (dense, cnn) or bits per byte (transformer),"
+        " e.g. dense=0.9,transformer=2.5,transformer-s=2.3",
+    )
+    g.addoption(
         "--no-isolation",
         action="store_true",
         help="run the cases in the pytest process (for a debugger): no watchdog, a crash ends the session",
@@ -106,6 +120,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _settings(config: pytest.Config) -> Settings:
     from workloads import variant_names
+    from workloads.tta import parse_targets
 
     opt = config.getoption
     return Settings(
@@ -128,6 +143,9 @@ def _settings(config: pytest.Config) -> Settings:
         target_ci=opt("--target-ci") or None,
         wait_quiet_s=opt("--wait-quiet"),
         interleave=opt("--interleave"),
+        time_to_accuracy=opt("--time-to-accuracy"),
+        tta_runs=opt("--tta-runs"),
+        tta_targets=parse_targets(opt("--tta-target")),
     )
 
 

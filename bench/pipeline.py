@@ -18,7 +18,7 @@ import torch
 
 from reports.metrics import METRICS
 from reports.schema import SCHEMA
-from workloads import Unsupported
+from workloads import Unsupported, tta
 from workloads.probe import matmul_peak_tflops
 from workloads.registry import VariantFactory, build_case
 
@@ -211,16 +211,24 @@ def assemble(req: CaseRequest, case, timed: Timed, peak: float | None, ranks: Ra
 
 
 def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
-    """The accuracy fields the runnable measured; its private keys (``_correct`` ...) dropped."""
-    if not req.settings.accuracy:
-        return {"accuracy": None, "accuracy_metric": "top1", "_reasons": {"accuracy": "disabled with --no-accuracy"}}
-    fields = case.runnable.accuracy()
-    return {k: v for k, v in fields.items() if not k.startswith("_") or k == "_reasons"}
+    """The accuracy fields the runnable measured, and its time to accuracy with
+    --time-to-accuracy (private keys such as ``_correct`` stay until ``finish_info``)."""
+    s = req.settings
+    if not s.accuracy:
+        off = "disabled with --no-accuracy"
+        acc = {"accuracy": None, "accuracy_metric": "top1", "bits_per_byte": None}
+        acc["_reasons"] = {"accuracy": off, "bits_per_byte": off}
+    else:
+        acc = case.runnable.accuracy()
+    return acc if s.tta is None else tta.with_time_to_accuracy(acc, case.runnable, s.tta)
 
 
 def finish_info(info: dict[str, Any]) -> dict[str, Any]:
-    """Resolve the collected reasons into ``absent`` once every field is in."""
+    """Resolve the collected reasons into ``absent`` once every field is in; keys private to the
+    worker (``_``: the per-sample ``_correct`` of the accuracy task ...) are dropped."""
     reasons = info.pop("_reasons", {})
+    for key in [k for k in info if k.startswith("_")]:
+        del info[key]
     info["absent"] = absent_reasons(info, reasons)
     return info
 
@@ -235,7 +243,7 @@ def build(req: CaseRequest, stage: Stage):
     stage("build")
     try:
         return build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
-                          s.seed, req.phase)  # fmt: skip
+                          s.seed, req.phase, budget_level=s.tier_spec.accuracy_budget)  # fmt: skip
     except Unsupported as e:
         raise Refused(str(e)) from None
 

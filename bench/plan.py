@@ -33,7 +33,7 @@ from types import SimpleNamespace
 
 from workloads import Unsupported
 from workloads.probe import DTYPES
-from workloads.registry import accuracy_flops, parse_device, tier_batch_size, workload
+from workloads.registry import parse_device, tier_batch_size, workload
 
 from .history import History, Past
 from .preflight import check_spec, over_timeout
@@ -137,7 +137,7 @@ def model(spec: CaseSpec, s: Settings, history: History, peak: float | None, slo
         rounds = plan_rounds(s, case, step).max_rounds  # the budget's ceiling (--target-ci may stop sooner)
     except Refused as refused:
         return Estimate(spec, False, overhead + warm, str(refused), basis, step)
-    accuracy = step * accuracy_flops(spec.family, spec.size, spec.phase) * s.world_size / flops if s.accuracy else 0.0
+    accuracy = step * s.accuracy_flops(spec.family, spec.size, spec.phase) * s.world_size / flops
     return Estimate(spec, True, overhead + warm + rounds * step + accuracy, None, basis, step)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from workloads import Unsupported
 from workloads.probe import DTYPES
-from workloads.registry import accuracy_flops, check_case, estimate_case_seconds, parse_device, variant_factory
+from workloads.registry import check_case, estimate_case_seconds, parse_device, variant_factory
 from workloads.variants import Variant
 
 from .distributed import Ranks
@@ -57,12 +57,11 @@ def check_spec(spec: CaseSpec, s: Settings) -> tuple[Variant, torch.device]:
 
 def lower_bound_seconds(spec: CaseSpec, s: Settings, peak: float) -> float:
     """The least compute a case needs at ``peak`` TFLOP/s: its warm-up and minimum timed rounds,
-    plus the accuracy task's training FLOPs."""
+    plus the accuracy stage's FLOPs (the accuracy task, and time-to-accuracy runs at their worst)."""
     tier = s.tier_spec
     steps = tier.warmup_rounds + tier.min_rounds
     estimate = estimate_case_seconds(spec.family, spec.size, spec.phase, s.batch_size, peak, steps)
-    if s.accuracy:
-        estimate += accuracy_flops(spec.family, spec.size, spec.phase) / (peak * 1e12)
+    estimate += s.accuracy_flops(spec.family, spec.size, spec.phase) / (peak * 1e12)
     return estimate
 
 

@@ -9,6 +9,7 @@ import torch
 
 from reports.schema import FAMILY_ORDER, SIZE_ORDER, case_id, variant_rank
 from workloads.base import check_choice
+from workloads.tta import Target, TTAConfig
 
 FAMILY_NAMES = FAMILY_ORDER
 BASE_VARIANTS = ("fp32", "amp-bf16", "amp-fp16")
@@ -41,6 +42,8 @@ class Tier:
     phases: tuple[str, ...] = ("train",)
     # sizes the compressed variants run at (l and xl only in the full tier); None: all of the tier's
     compress_sizes: tuple[str, ...] | None = ("xs", "s", "m")
+    accuracy_budget: str = "standard"  # the accuracy task's budget level (workloads.budget)
+    tta_runs: int = 5  # default of --tta-runs
 
 
 TIERS: dict[str, Tier] = {
@@ -54,6 +57,8 @@ TIERS: dict[str, Tier] = {
         max_rounds=2000,
         round_budget_s=1.5,
         case_timeout_s=70.0,
+        accuracy_budget="smoke",
+        tta_runs=3,
     ),
     "standard": Tier(
         sizes={f: ("xs", "s", "m") for f in FAMILY_NAMES},
@@ -79,6 +84,7 @@ TIERS: dict[str, Tier] = {
         round_budget_s=15.0,
         case_timeout_s=3600.0,
         compress_sizes=None,
+        accuracy_budget="full",
     ),
 }
 
@@ -116,6 +122,9 @@ class Settings:
     target_ci: float | None = 0.02  # timing stops early once the CI half-width is within this (None: never)
     wait_quiet_s: float = 0.0  # before each case, wait up to this long for the machine to go quiet
     interleave: bool = False  # the variants of a family, size and phase timed side by side, in turns
+    time_to_accuracy: bool = False  # --time-to-accuracy
+    tta_runs: int | None = None  # None: the tier's
+    tta_targets: tuple[Target, ...] = ()  # --tta-target, parsed (workloads.tta.parse_targets)
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
@@ -145,10 +154,27 @@ class Settings:
             raise ValueError("--interleave times single-rank cases side by side; drop --world-size or --interleave")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        TTAConfig(1 if self.tta_runs is None else self.tta_runs, self.tta_targets)  # ValueError naming the bad option
 
     @property
     def tier_spec(self) -> Tier:
         return TIERS[self.tier]
+
+    @property
+    def tta(self) -> TTAConfig | None:
+        """The time-to-accuracy runs of each training case (None: --time-to-accuracy is off)."""
+        if not self.time_to_accuracy:
+            return None
+        return TTAConfig(self.tta_runs or self.tier_spec.tta_runs, self.tta_targets)
+
+    def accuracy_flops(self, family: str, size: str, phase: str) -> float:
+        """FLOPs of a case's accuracy stage (accuracy task and time-to-accuracy runs), one rank."""
+        from workloads.registry import accuracy_flops
+
+        tta = self.tta
+        return accuracy_flops(
+            family, size, phase, self.tier_spec.accuracy_budget, accuracy=self.accuracy, tta_runs=tta.runs if tta else 0
+        )
 
     @property
     def timeout_s(self) -> float:

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from reports.stats import MEDIAN_CI_MIN_SAMPLES, ci_half_width_rel, median_ci
-from workloads.registry import accuracy_flops
 
 from .distributed import Ranks
 from .settings import Settings, Tier
@@ -73,19 +72,19 @@ class RoundPlan:
 
 def plan_rounds(s: Settings, case, warm: float, run_once: bool = False) -> RoundPlan:
     """The timing plan from the measured warm-up step; Refused when the step projects the case
-    (its ceiling of rounds, plus the accuracy task's FLOPs at that rate) past the case timeout."""
+    (its ceiling of rounds, plus the accuracy stage's FLOPs at that rate) past the case timeout."""
     tier = s.tier_spec
     if run_once:
         return RoundPlan(1, 1, None, "once")
     by_budget = tier.round_budget_s / max(warm, 1e-9)
     rounds = int(min(tier.max_rounds, max(tier.min_rounds, by_budget)))
     projected = warm * rounds
-    task = accuracy_flops(case.family, case.size, case.phase) if s.accuracy else 0.0
+    task = s.accuracy_flops(case.family, case.size, case.phase)
     projected += warm * task * case.data_ranks / case.flops_per_step
     if projected > s.timeout_s:
         raise Refused(
             f"projected {projected:.0f}s from the measured warm-up step of {warm:.3g}s "
-            f"({rounds} timed rounds{' and the accuracy task' if task else ''}), "
+            f"({rounds} timed rounds{' and the accuracy stage' if task else ''}), "
             f"over --case-timeout {s.timeout_s:g}s"
         )
     ceiling = "max_rounds" if by_budget > tier.max_rounds else "budget"

@@ -15,7 +15,8 @@ How a metric is judged (``RULES``):
   the threshold alone decides, and the verdict says so. ``mfu`` divides by each session's
   own peak probe and is not gated unless asked for (``--threshold mfu=...``): its change
   would add the probe's noise to the step time's.
-- **Accuracy**: the difference in percentage points (no test: one held-out score per run).
+- **Accuracy**: the difference in percentage points; bits per byte (the text task) the
+  relative change (no test: one held-out score per run).
 - **Memory and energy**: the relative change (one number per run).
 - **Status**: ``ok`` -> ``timeout``, ``oom`` or ``error`` (``reports.schema.FAILED_STATUSES``)
   is a regression, read from jsonl lines or from a pytest-benchmark JSON file's
@@ -51,7 +52,7 @@ from reports.check_output import check_csv, render_markdown, render_text, report
 from reports.errors import ReportError, one_line
 from reports.gate import DEFAULT_ALPHA, EXIT_UNUSABLE, compare_runs
 from reports.inputs import DEFAULT_STORAGE, load_input
-from reports.load import Run
+from reports.load import Run, warn_mixed_corpora
 from reports.thresholds import Thresholds, parse_threshold
 
 FORMATS = ("text", "markdown", "csv")
@@ -126,6 +127,7 @@ def run_check(args: argparse.Namespace, stdout: TextIO) -> int:
     thresholds = Thresholds([parse_threshold(text) for text in args.threshold])
     base = load_run(args.baseline, args.storage)
     new = load_run(args.new, args.storage)
+    warn_mixed_corpora([base, new])
     report = compare_runs(base, new, thresholds, args.alpha, args.cross_machine, args.fail_on_missing)
     fmt = "markdown" if args.markdown else args.format
     renderers = {"text": render_text, "markdown": render_markdown, "csv": check_csv}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from reports.errors import ReportError, ReportWarning
 from reports.files import path_kind
-from reports.load import Run, load_file
+from reports.load import Run, load_file, warn_mixed_corpora
 
 DEFAULT_STORAGE = Path(".benchmarks")
 
@@ -167,4 +167,5 @@ def load_inputs(inputs: Sequence[str | Path], storage: str | Path = DEFAULT_STOR
     for run in runs:
         if not run.results:
             warnings.warn(f"{run.source}: no benchmark results, ignored", ReportWarning, stacklevel=2)
+    warn_mixed_corpora(with_results)
     return with_results

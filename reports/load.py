@@ -17,10 +17,12 @@ API::
     load_file(path) -> Run                 # by suffix: .jsonl or JSON
     run_from_extra_info(dicts, machine_info=None, label=None) -> Run
     result_index(runs) -> dict[(machine, world_size, id), Result]
+    warn_mixed_corpora(runs)               # a warning when results used different text corpora
 
 Unusable input raises :class:`ReportError` with the message ``"<file>: <problem>"``.
 Dropped with a :class:`ReportWarning` instead: a truncated last line of a jsonl file (a
 run killed mid-write) and benchmarks of other suites (no ``schema`` in ``extra_info``).
+Results read together whose text task used different corpora get a warning too.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ __all__ = [  # ReportError and ReportWarning are re-exported: callers catch them
     "machine_label",
     "result_index",
     "run_from_extra_info",
+    "warn_mixed_corpora",
 ]
 
 
@@ -368,3 +371,21 @@ def result_index(runs: Sequence[Run]) -> dict[ResultKey, Result]:
             index[key] = result
             sources[key] = run.source
     return index
+
+
+def warn_mixed_corpora(runs: Sequence[Run]) -> None:
+    """One warning when the results of ``runs`` scored the text task on different corpora
+    (``accuracy_corpus_sha256``): their bits per byte and next-byte accuracy do not compare."""
+    corpora: dict[str, str] = {}  # hash -> the first source that used it
+    for run in runs:
+        for result in run.results:
+            digest = result.extra_info.get("accuracy_corpus_sha256")
+            if isinstance(digest, str):
+                corpora.setdefault(digest, run.source)
+    if len(corpora) > 1:
+        shown = ", ".join(f"{digest[:12]} ({source})" for digest, source in corpora.items())
+        message = (
+            f"results used {len(corpora)} different text corpora (sha256 {shown}):"
+            " their bits per byte and next-byte accuracy are not comparable"
+        )
+        warnings.warn(message, ReportWarning, stacklevel=2)

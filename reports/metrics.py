@@ -12,7 +12,9 @@ A :class:`Metric` says:
   (``"si"``: 1.23k, 4.5M; ``"bytes"``: KiB/MiB/GiB; ``"time"``: s/ms/us; ``"percent"``:
   a fraction shown in %; ``"plain"``: the number as is);
 - ``table``: the report table it belongs to (``"throughput"``, ``"accuracy"``,
-  ``"efficiency"``) or ``None`` when no table shows it;
+  ``"efficiency"``, ``"compression"``, ``"time_to_accuracy"``) or ``None`` when no table shows
+  it; a table in ``OPTIONAL_TABLES`` is shown only when some result has a value of one of its
+  metrics, and a table in ``TABLE_PHASES`` has rows of that phase only;
 - ``ratio``: how a cell relates to its reference (``"ratio"``: ``(0.52x)``, value divided
   by the reference; ``"delta"``: ``(-1.2 pp)``, difference of two fractions in percentage
   points; ``None``: no comparison shown);
@@ -37,17 +39,22 @@ from reports.schema import SCHEMA  # noqa: F401  (re-exported: the schema versio
 
 Direction = Literal["higher", "lower"]
 Scale = Literal["si", "bytes", "time", "percent", "plain"]
-TableName = Literal["throughput", "accuracy", "efficiency", "compression"]
+TableName = Literal["throughput", "accuracy", "efficiency", "compression", "time_to_accuracy"]
 RatioStyle = Literal["ratio", "delta"]
 Timing = Literal["time", "rate"]
 
-TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency", "compression")
+TABLES: tuple[TableName, ...] = ("throughput", "accuracy", "efficiency", "compression", "time_to_accuracy")
 TABLE_TITLES: dict[TableName, str] = {
     "throughput": "Throughput",
     "accuracy": "Accuracy",
     "efficiency": "Efficiency",
     "compression": "Compression",
+    "time_to_accuracy": "Time to accuracy",
 }
+# shown only when some result has a value of one of their metrics (inference; --time-to-accuracy)
+OPTIONAL_TABLES: frozenset[TableName] = frozenset({"compression", "time_to_accuracy"})
+# tables whose rows are of one phase only
+TABLE_PHASES: dict[TableName, str] = {"compression": "infer", "time_to_accuracy": "train"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            fmt="{:.1f}", ratio="delta"),
     Metric("accuracy_delta", "accuracy vs fp32", "fraction", "higher", None, "percent",
            fmt="{:+.1f}", ratio=None, signed=True),
+    Metric("bits_per_byte", "bits/byte", "bits/byte", "lower", "accuracy", "plain", fmt="{:.3f}"),
     Metric("model_bytes", "model size", "bytes", "lower", "accuracy", "bytes"),
     Metric("params", "parameters", "count", None, "accuracy", "si"),
     Metric("mfu", "MFU", "fraction", "higher", "efficiency", "percent", timing="rate", windowed=True),
@@ -104,6 +112,10 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("mcnemar_p", "McNemar p vs fp32", "probability", None, "compression", "plain", ratio=None),
     Metric("prepare_s", "preparation", "s", "lower", "compression", "time", ratio=None),
     Metric("step_time_ci_rel", "step time CI (+/-)", "fraction", "lower", None, "percent", ratio=None),
+    # time to accuracy (--time-to-accuracy, workloads/tta.py): trained until a held-out target
+    Metric("time_to_accuracy_s", "time to target", "s", "lower", "time_to_accuracy", "time"),
+    Metric("steps_to_accuracy", "steps to target", "steps", "lower", "time_to_accuracy", "plain", fmt="{:.0f}"),
+    Metric("tta_target", "target", "accuracy or bits/byte", None, "time_to_accuracy", "plain", ratio=None),
 )}
 # fmt: on
 

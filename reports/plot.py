@@ -1,9 +1,10 @@
-"""Scaling curves: throughput, peak memory and MFU against parameters, one line per variant.
+"""Scaling curves: throughput, peak memory, MFU and held-out quality against parameters, one
+line per variant.
 
-One figure per family (and per machine and world size when the input holds several),
-three log-log panels in units a reader knows (samples/s, MiB, %: ``metrics.human_unit``),
-titled with the family and the machine; values beyond ``PLOTTABLE`` are left out, with a
-note in the panel.
+One figure per family (and per machine and world size when the input holds several), three
+log-log panels in units a reader knows (samples/s, MiB, %: ``metrics.human_unit``) and a
+quality panel (bits per byte for the text task, else accuracy; linear y), titled with the
+family and the machine; values beyond ``PLOTTABLE`` are left out, with a note in the panel.
 matplotlib is imported here only, when a plot is drawn; figures are built with
 ``matplotlib.figure.Figure`` and rendered by the Agg canvas (no pyplot, no GUI backend).
 
@@ -26,6 +27,7 @@ from reports.metrics import METRICS, human_unit
 from reports.schema import variant_rank
 
 PANELS = ("samples_per_s", "peak_mem_bytes", "mfu")
+QUALITY = ("bits_per_byte", "accuracy")  # the quality panel: the first any result measured
 # A log axis over these values, with its margins, stays within a float's range; a value
 # beyond (no measurement is near) is left out of the figure and counted in a note.
 PLOTTABLE = (1e-100, 1e100)
@@ -75,12 +77,19 @@ def _points(results: list[Result], variant: str, key: str) -> tuple[list[tuple[f
     return inside, len(points) - len(inside)
 
 
+def panels(results: list[Result]) -> tuple[str, ...]:
+    """The panels of a figure: ``PANELS`` and its quality metric."""
+    quality = next((key for key in QUALITY if any(r.value(key) is not None for r in results)), QUALITY[-1])
+    return (*PANELS, quality)
+
+
 def _draw(figure: Any, title: str, results: list[Result]) -> None:
     variants = sorted({r.variant for r in results}, key=variant_rank)
     figure.suptitle(title)
-    for position, key in enumerate(PANELS, start=1):
+    keys = panels(results)
+    for position, key in enumerate(keys, start=1):
         metric = METRICS[key]
-        axes = figure.add_subplot(1, len(PANELS), position)
+        axes = figure.add_subplot(1, len(keys), position)
         axes.set_title(metric.label)
         axes.set_xlabel("parameters")
         _, unit = human_unit(metric)
@@ -98,7 +107,7 @@ def _draw(figure: Any, title: str, results: list[Result]) -> None:
             axes.annotate(note, (0.01, 0.01), xycoords="axes fraction", fontsize="small", annotation_clip=False)
         if drawn:
             axes.set_xscale("log")
-            axes.set_yscale("log")
+            axes.set_yscale("linear" if key in QUALITY else "log")
             axes.grid(True, which="both", alpha=0.3)
             axes.legend(fontsize="small")
         else:
@@ -116,7 +125,7 @@ def render_pngs(runs: Sequence[Run], dpi: int = 100) -> dict[str, bytes]:
         raise ReportError(f"plot: matplotlib is not available ({error})") from None
     pngs: dict[str, bytes] = {}
     for name, (machine, results) in figure_index(runs).items():
-        figure = Figure(figsize=(15, 4.5), layout="constrained")
+        figure = Figure(figsize=(20, 4.5), layout="constrained")
         world = f", world size {results[0].world_size}" if name.endswith(f"-ws{results[0].world_size}") else ""
         _draw(figure, f"{results[0].family} on {machine}{world}", results)
         buffer = io.BytesIO()

@@ -1,4 +1,5 @@
-"""The Throughput, Accuracy and Efficiency tables.
+"""The Throughput, Accuracy and Efficiency tables; Compression when the results hold inference
+of trained models, and Time to accuracy when they hold time-to-accuracy runs.
 
 Rows are a family and a size (plus the machine and the world size when the input holds
 more than one), one row per metric of the table (``reports.metrics.METRICS``); columns are
@@ -44,6 +45,8 @@ from reports.load import (
 )
 from reports.metrics import (
     METRICS,
+    OPTIONAL_TABLES,
+    TABLE_PHASES,
     TABLE_TITLES,
     TABLES,
     Metric,
@@ -235,8 +238,8 @@ def _build_table(name: TableName, layout: _Layout) -> Table:
     left_out: dict[tuple[str, str], list[str]] = {}  # (metric, reasons) -> groups
     metrics = table_metrics(name)
     for group, by_variant in layout.groups.items():
-        if name == "compression" and group.phase != "infer":
-            continue
+        if TABLE_PHASES.get(name, group.phase) != group.phase:
+            continue  # Compression: inference rows only; Time to accuracy: training rows only
         reference = by_variant.get(REFERENCE_VARIANT)
         cells = [by_variant.get(v) for v in layout.variants]
         ran = [r for r in cells if r is not None]
@@ -267,7 +270,8 @@ def _build_table(name: TableName, layout: _Layout) -> Table:
 
 
 def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """The tables (Throughput, Accuracy, Efficiency; Compression with inference results) of ``runs``."""
+    """The tables of ``runs``: Throughput, Accuracy, Efficiency; Compression with inference
+    results, Time to accuracy with time-to-accuracy results (``OPTIONAL_TABLES``)."""
     groups = _groups(runs)
     results = [r for by_variant in groups.values() for r in by_variant.values()]
     variants = sorted({r.variant for r in results}, key=variant_rank)
@@ -281,8 +285,8 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
     tables = []
     for name in TABLES:
         keys = [m.key for m in table_metrics(name)]
-        if name == "compression" and not any(r.value(k) is not None for r in results for k in keys):
-            continue  # no inference results: no Compression table
+        if name in OPTIONAL_TABLES and not any(r.value(k) is not None for r in results for k in keys):
+            continue  # no inference results: no Compression table; no --time-to-accuracy: no such table
         tables.append(_build_table(name, layout))
     return tables
 

@@ -37,6 +37,7 @@ RULES: dict[str, Rule] = {
     "tflops": Rule("relative", 0.05, timing=True),
     "mfu": Rule("relative", None, timing=True),
     "accuracy": Rule("points", 0.005),
+    "bits_per_byte": Rule("relative", 0.01),
     "accuracy_delta": Rule("points", None),
     "peak_mem_bytes": Rule("relative", 0.10),
     "model_state_bytes": Rule("relative", 0.10),

@@ -40,6 +40,9 @@ _STRINGS = (
     "energy_reason",
     "accuracy_metric",
     "accuracy_task",
+    "accuracy_corpus",
+    "accuracy_corpus_sha256",
+    "tta_metric",
     "timer",
     "timing",
 )

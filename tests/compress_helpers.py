@@ -7,7 +7,7 @@ from torch import nn
 
 from workloads import FAMILIES
 from workloads.base import Workload
-from workloads.data import load_task
+from workloads.tasks import task_for
 
 
 def build(family: str, size: str, seed: int = 0) -> tuple[Workload, nn.Module]:
@@ -22,18 +22,18 @@ def inputs(workload: Workload, batch_size: int, seed: int = 0) -> torch.Tensor:
     return workload.synthetic_batch(batch_size, torch.device("cpu"), torch.Generator().manual_seed(seed))[0]
 
 
-def fit_digits(workload: Workload, model: nn.Module, steps: int = 150, seed: int = 0) -> torch.Tensor:
-    """Train ``model`` on digits with the family's task loss; returns the encoded test images."""
-    task = load_task(None)
-    x, y = workload.encode_images(task.x_train), task.y_train
-    gen = torch.Generator().manual_seed(seed)
+def fit_task(workload: Workload, model: nn.Module, steps: int = 150, seed: int = 0) -> torch.Tensor:
+    """Train ``model`` on the family's accuracy task (digits; next-byte text for the transformer)
+    with its task loss; returns the held-out inputs."""
+    task = task_for(workload)
+    batches = task.train_batches(workload.accuracy_batch_size, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=workload.accuracy_lr)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(y), (workload.accuracy_batch_size,), generator=gen)
-        loss = workload.task_loss(model(x[idx]), y[idx])
+        x, y = next(batches)
+        loss = task.loss(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    return workload.encode_images(task.x_test)
+    return torch.cat([x for x, _ in task.eval_batches()])

@@ -80,10 +80,13 @@ def test_figures_recompute_from_the_json(smoke_run):
 def test_accuracy_and_reference(smoke_run):
     _, data, _ = smoke_run
     by_id = {b["extra_info"]["id"]: b["extra_info"] for b in data["benchmarks"]}
-    for family in ("dense", "transformer"):
-        assert by_id[f"{family}-xs-fp32"]["accuracy"] > 0.5
-    fp32, bf16 = by_id["dense-xs-fp32"], by_id["dense-xs-amp-bf16"]
-    assert fp32["accuracy_metric"] == "top1" and fp32["accuracy_delta"] == 0
+    dense, transformer = by_id["dense-xs-fp32"], by_id["transformer-xs-fp32"]
+    assert dense["accuracy"] > 0.5 and dense["accuracy_metric"] == "top1" and dense["bits_per_byte"] is None
+    assert transformer["accuracy_metric"] == "next_byte_top1" and transformer["bits_per_byte"] < 6.0
+    assert len(transformer["accuracy_corpus_sha256"]) == 64 and transformer["accuracy_budget"] == "smoke"
+    assert "_correct" not in dense and "_correct" not in transformer  # per-sample verdicts stay in the worker
+    fp32, bf16 = dense, by_id["dense-xs-amp-bf16"]
+    assert fp32["accuracy_delta"] == 0 and fp32["accuracy_steps"] == bf16["accuracy_steps"]
     assert bf16["accuracy_reference"] == fp32["accuracy"]
     assert bf16["accuracy_delta"] == pytest.approx(bf16["accuracy"] - fp32["accuracy"])
     assert bf16["dtype"] == "bfloat16" and fp32["dtype"] == "float32"
@@ -179,7 +182,23 @@ def test_case_timeout_projects_from_the_measured_step(pytester):
     result = run_bench(pytester, "--tier", "standard", "--family", "dense", "--size", "xs", "--variant", "fp32",
                        "--phase", "train", "--case-timeout", "5", "--results-dir", "", "-rs")  # fmt: skip
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*projected *s from the measured warm-up step of*and the accuracy task*"])
+    result.stdout.fnmatch_lines(["*projected *s from the measured warm-up step of*and the accuracy stage*"])
+
+
+def test_time_to_accuracy_end_to_end(pytester):
+    """``--time-to-accuracy``: three seeded runs of dense-xs to an easy target, every run in the
+    result, the trimmed mean, and the Time to accuracy table."""
+    out = pytester.path / "r"
+    result = run_bench(pytester, "--family", "dense", "--size", "xs", "--variant", "fp32", "--no-accuracy",
+                       "--time-to-accuracy", "--tta-runs", "3", "--tta-target", "dense=0.5",
+                       "--results-dir", str(out))  # fmt: skip
+    result.assert_outcomes(passed=1)
+    info = read_jsonl(out)[1]["extra_info"]
+    assert info["tta_target"] == 0.5 and info["tta_metric"] == "accuracy" and len(info["tta_runs"]) == 3
+    assert all(run["reached"] and run["time_s"] > 0 for run in info["tta_runs"])
+    middle = sorted(run["time_s"] for run in info["tta_runs"])[1]
+    assert info["time_to_accuracy_s"] == pytest.approx(middle)  # 3 runs: the fastest and slowest dropped
+    result.stdout.fnmatch_lines(["*## Time to accuracy*", "*time to target*"])
 
 
 def test_results_measured_before_a_failure_stay_on_disk(pytester):

@@ -23,14 +23,14 @@ torchao = pytest.importorskip("torchao", reason="int8 transforms need torchao (p
 STATIC_WORKER = """
 import json, sys
 import torch
-from tests.compress_helpers import build, fit_digits
+from tests.compress_helpers import build, fit_task
 from workloads.compress import model_bytes, quantize_static_int8
 from workloads.cpu_features import has_vnni
 
 family = sys.argv[1]
 torch.manual_seed(0)
 workload, model = build(family, "xs")
-x_test = fit_digits(workload, model)[:256]
+x_test = fit_task(workload, model)[:256]
 batches = [x_test[i : i + 64] for i in range(0, 256, 64)]
 fp32_bytes = model_bytes(model)
 q = quantize_static_int8(model, batches[0], batches)
@@ -41,7 +41,7 @@ quant_max = [
     n.args[4] for n in q._orig_mod.graph.nodes if n.op == "call_function" and "quantize_per_tensor" in str(n.target)
 ]
 print(json.dumps({
-    "agreement": float((workload.class_logits(ref).argmax(-1) == workload.class_logits(out).argmax(-1)).float().mean()),
+    "agreement": float((ref.argmax(-1) == out.argmax(-1)).float().mean()),  # per image, or per next byte
     "rel_error": float((out - ref).norm() / ref.norm()),
     "bytes_ratio": model_bytes(q) / fp32_bytes,
     "freezing": bool(torch._inductor.config.freezing),

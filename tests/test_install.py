@@ -95,7 +95,8 @@ def test_wheel_holds_the_bench_and_asks_for_no_cuda_torch(installed: tuple[Path,
         metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     for name in ("bench/conftest.py", "bench/test_train.py", "bench/worker.py", "bench/figures/gate.py",
-                 "bench/telemetry/sampler.py", "workloads/compress/int8.py", "reports/cli.py"):  # fmt: skip
+                 "bench/telemetry/sampler.py", "workloads/compress/int8.py", "reports/cli.py",
+                 "workloads/corpus/cpython-3.11-stdlib.txt.gz", "workloads/corpus/LICENSE-PYTHON.txt"):  # fmt: skip
         assert name in names, name
     assert not any(n.startswith("tests/") for n in names)
     assert "archbench = bench.cli:main" in entry_points

@@ -29,6 +29,7 @@ from workloads.context import CaseContext  # noqa: E402
 from workloads.fsdp import fsdp2_state_bytes, root_params, shard_units  # noqa: E402
 from workloads.pipeline_parallel import balanced_split, gpt_units, ideal_bubble, mlp_units  # noqa: E402
 from workloads.registry import Case, workload  # noqa: E402
+from workloads.tasks import task_for  # noqa: E402
 from workloads.tensor_parallel import sharded_params, tp_state_bytes  # noqa: E402
 
 PARITY_STEPS = 6
@@ -175,6 +176,17 @@ def train(name: str, w, batches, world_size: int) -> tuple[list[float], object]:
     return [float(trainer.train_step(*b)) for b in batches], trainer
 
 
+def learnable_batches(w, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``PARITY_STEPS`` batches of 16 that training moves the loss on: the throughput batch for
+    dense (random inputs and labels, memorized), windows of the text task for the transformer
+    (random bytes are predicted no better than uniform, where GPT-2's initialization starts)."""
+    if w.accuracy_task == "text":
+        data = task_for(w).train_batches(16, seed)
+        return [next(data) for _ in range(PARITY_STEPS)]
+    gen = torch.Generator().manual_seed(seed)
+    return [w.synthetic_batch(16, torch.device("cpu"), gen) for _ in range(PARITY_STEPS)]
+
+
 def parity_worker(out: str) -> None:
     """Under torchrun: data-parallel variants each on their rank's batches (rank-mean loss, vs
     DDP fp32); pipeline and tp on one shared batch (vs fp32 on one rank); FSDP2 model state."""
@@ -182,11 +194,10 @@ def parity_worker(out: str) -> None:
 
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    cpu, result = torch.device("cpu"), {}
+    result = {}
     for family in ("dense", "transformer"):
         w, got = family_workload(family), {}
-        gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data
-        own = [w.synthetic_batch(16, cpu, gen) for _ in range(PARITY_STEPS)]
+        own = learnable_batches(w, 100 + rank)  # each rank its own data
         for name in ("fp32", "fsdp2", "fsdp2-grad-op", "fsdp2+bf16", "fsdp2-grad-op+bf16"):
             losses, trainer = train(name, w, own, world_size)
             got[name] = rank_mean(losses)
@@ -195,8 +206,7 @@ def parity_worker(out: str) -> None:
                 dist.all_reduce(state, op=dist.ReduceOp.MAX)
                 got[name + ":state"] = [int(state), trainer.predicted_state_bytes()]
             trainer.close()
-        gen = torch.Generator().manual_seed(7)  # one batch for all ranks
-        shared = [w.synthetic_batch(16, cpu, gen) for _ in range(PARITY_STEPS)]
+        shared = learnable_batches(w, 7)  # one batch for all ranks
         got["fp32-1rank"], _ = train("fp32", w, shared, 1)
         for name in ("pipeline", "pipeline-gpipe+m8") + (("tp",) if family == "transformer" else ()):
             losses, trainer = train(name, w, shared, world_size)

@@ -125,7 +125,8 @@ def test_plot_axes_in_human_units(tmp_path: Path) -> None:
     (results, _) = figure_groups([load_input(path)]).values()
     figure = Figure()
     _draw(figure, "dense on AMD EPYC 7B13", results)
-    assert [axes.get_ylabel() for axes in figure.axes] == ["samples/s", "peak memory (MiB)", "MFU (%)"]
+    labels = [axes.get_ylabel() for axes in figure.axes]
+    assert labels == ["samples/s", "peak memory (MiB)", "MFU (%)", "accuracy (%)"]  # the quality panel: digits
     assert figure.get_suptitle() == "dense on AMD EPYC 7B13"
     memory = figure.axes[1].lines[0].get_ydata()
     assert memory[0] == pytest.approx((300 * 2**20 + 20 * 100_000) / 2**20)

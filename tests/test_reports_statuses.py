@@ -96,7 +96,7 @@ def test_plot_panel_says_why_nothing_was_drawn(tmp_path: Path) -> None:
     figure = Figure()
     _draw(figure, "cnn", results)
     texts = [text.get_text() for axes in figure.axes for text in axes.texts]
-    assert texts == [f"no data\ntimeout: {reason}"] * 3
+    assert texts == [f"no data\ntimeout: {reason}"] * 4  # throughput, memory, MFU, quality
     figure.savefig(io.BytesIO(), format="png", dpi=20)
 
 

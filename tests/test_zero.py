@@ -160,6 +160,7 @@ def parity_worker(out: str) -> None:
     import torch.distributed as dist
 
     from workloads.registry import FAMILIES
+    from workloads.tasks import task_for
 
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -168,11 +169,19 @@ def parity_worker(out: str) -> None:
     for family in ("dense", "transformer"):
         W = FAMILIES[family]
         workload = W(W.Config.from_size("xs"))
+        # each rank its own data, the same per variant: random inputs and labels for dense (memorized);
+        # text windows for the transformer (random bytes are predicted no better than uniform, where
+        # GPT-2's initialization starts, so training would not move the loss)
+        if workload.accuracy_task == "text":
+            data = task_for(workload).train_batches(16, 100 + rank)
+            batches = [next(data) for _ in range(PARITY_STEPS)]
+        else:
+            gen = torch.Generator().manual_seed(100 + rank)
+            batches = [workload.synthetic_batch(16, cpu, gen) for _ in range(PARITY_STEPS)]
         for name in PARITY_VARIANTS:
             torch.manual_seed(0)
             trainer = get_variant(name).trainer(workload.build_model(), workload.loss, 1e-3, cpu, world_size)
-            gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data, the same per variant
-            losses = [float(trainer.train_step(*workload.synthetic_batch(16, cpu, gen))) for _ in range(PARITY_STEPS)]
+            losses = [float(trainer.train_step(*batch)) for batch in batches]
             trainer.close()
             mean = torch.tensor(losses, dtype=torch.float64)
             dist.all_reduce(mean)

@@ -1,10 +1,16 @@
-"""Quality on real data: train a model with a variant's trainer for the family's budget and
+"""Quality on real data: train a model with a variant's trainer for the case's budget and
 evaluate it on the held-out split, or evaluate a given model (an inference variant's).
 
-The budget (steps, batch, learning rate) is fixed per family, so the variants of one case are
-compared at equal work. Splits: ``test`` is the task's held-out split; ``validation`` a fixed
-15% of its training split (seeded), which choices such as a low-rank factorization's rank are
-made on; ``fit`` the rest of the training split, which every model here trains on.
+The task is the family's (``workloads.tasks``: digits, or text for the Transformer) and the
+budget the case's (``workloads.budget``: it grows with the model and is capped per tier), so
+the variants of one case are compared at equal work. Splits (``SPLITS``, see
+``workloads.tasks``): ``test`` is the task's held-out split; ``validation`` a fixed 15% of its
+training split, which choices such as a low-rank factorization's rank are made on; ``fit`` the
+rest of the training split, which every model here trains on. Every function returns the
+accuracy fields of the result schema.
+
+Data-parallel ranks each read their own shard of every global batch (``ctx.data_rank`` of
+``ctx.data_ranks``); the ranks of a pipeline or a tensor-parallel step share one batch.
 """
 
 from __future__ import annotations
@@ -15,84 +21,66 @@ from typing import Any
 import torch
 from torch import nn
 
+from .budget import Budget, accuracy_budget, set_lr
 from .context import CaseContext
-from .data import load_task
+from .tasks import SPLITS, Task, task_for
 
-EVAL_BATCH = 256
-VALIDATION_FRACTION = 0.15
-SPLITS = ("fit", "validation", "test")
+# make_trainer(model, loss_fn, lr) -> a variant's Trainer around ``model``
+MakeTrainer = Callable[[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], float], Any]
 
-
-def split(ctx: CaseContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(encoded inputs, labels) of split ``name`` of the case's task."""
-    if name not in SPLITS:
-        raise ValueError(f"split: unknown {name!r}; allowed: {', '.join(SPLITS)}")
-    task = load_task(ctx.data_dir)
-    if name == "test":
-        return ctx.workload.encode_images(task.x_test), task.y_test
-    n = len(task.y_train)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    cut = int(n * VALIDATION_FRACTION)
-    idx = order[:cut] if name == "validation" else order[cut:]
-    return ctx.workload.encode_images(task.x_train[idx]), task.y_train[idx]
+__all__ = ["SPLITS", "MakeTrainer", "batches", "case_budget", "evaluate", "train", "train_and_evaluate"]
 
 
-def evaluate(ctx: CaseContext, predict: Callable[[torch.Tensor], torch.Tensor], on: str = "test") -> dict[str, Any]:
-    """Top-1 accuracy of ``predict`` (encoded inputs -> model output; it sets its own grad mode)
-    on split ``on``. ``_correct`` holds each sample's verdict (for paired tests); the harness
-    does not report it."""
-    w = ctx.workload
-    x, y = split(ctx, on)
-    verdicts = []
-    for i in range(0, len(y), EVAL_BATCH):
-        out = predict(x[i : i + EVAL_BATCH].to(ctx.device))
-        verdicts.append(w.class_logits(out).argmax(-1).cpu() == y[i : i + EVAL_BATCH])
-    correct = torch.cat(verdicts)
-    task = load_task(ctx.data_dir).name
-    return {
-        "accuracy": float(correct.float().mean()),
-        "accuracy_metric": "top1",
-        "accuracy_task": task,
-        "_correct": correct.tolist(),
-    }
+def case_budget(ctx: CaseContext) -> Budget:
+    """The accuracy budget of ``ctx``: its level's rule, or ``ctx.accuracy_steps`` steps."""
+    return accuracy_budget(ctx.workload, ctx.size, ctx.budget_level, ctx.accuracy_steps)
 
 
-def batches(ctx: CaseContext, steps: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``steps`` training batches of the fit split, this rank's shard of each, on the device (each
-    data-parallel rank its own shard; ranks that share a batch, a pipeline's, the same one)."""
-    w = ctx.workload
-    x, y = split(ctx, "fit")
-    gen = torch.Generator().manual_seed(seed)
-    n, bs, rank, ranks = len(y), w.accuracy_batch_size, ctx.data_rank, ctx.data_ranks
-    order, pos = torch.randperm(n, generator=gen), 0
-    for _ in range(steps):
-        if pos + bs * ranks > n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos + rank * bs : pos + (rank + 1) * bs]
-        pos += bs * ranks
-        yield x[idx].to(ctx.device), y[idx].to(ctx.device)
+def evaluate(
+    ctx: CaseContext, predict: Callable[[torch.Tensor], torch.Tensor], on: str = "test", task: Task | None = None
+) -> dict[str, Any]:
+    """Score ``predict`` (model input -> model output; it sets its own grad mode) on split ``on``
+    of the family's task: the accuracy fields, and ``_correct``, one bool per scored sample (an
+    image, or a predicted byte) for paired tests; the harness drops keys that start with ``_``
+    from the result."""
+    task = task or task_for(ctx.workload, ctx.data_dir)
+    scorer = task.scorer()
+    for inputs, targets in task.eval_batches(on):
+        scorer.add(predict(inputs.to(ctx.device)), targets)
+    return scorer.result()
 
 
-def budget(ctx: CaseContext) -> int:
-    """Optimizer steps of the accuracy task."""
-    return ctx.workload.accuracy_steps if ctx.accuracy_steps is None else ctx.accuracy_steps
+def batches(
+    ctx: CaseContext, seed: int, batch_size: int | None = None, task: Task | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless training batches of the fit split on the device, ``batch_size`` (default: the
+    budget's) per rank: each data-parallel rank its own shard of every global batch; ranks that
+    share a batch (a pipeline's, tensor parallel's) the same one."""
+    task = task or task_for(ctx.workload, ctx.data_dir)
+    size = case_budget(ctx).batch_size if batch_size is None else batch_size
+    for inputs, targets in task.train_batches(size, seed, ctx.data_rank, ctx.data_ranks):
+        yield inputs.to(ctx.device), targets.to(ctx.device)
 
 
-def train(ctx: CaseContext, step: Callable[[torch.Tensor, torch.Tensor], Any], steps: int, seed: int) -> None:
-    """Call ``step(inputs, targets)`` on ``steps`` batches of the fit split."""
-    for inputs, targets in batches(ctx, steps, seed):
-        step(inputs, targets)
+def train(ctx: CaseContext, trainer: Any, budget: Budget, seed: int, task: Task | None = None) -> None:
+    """``budget.steps`` steps of ``trainer.train_step(inputs, targets)`` on batches of the fit
+    split, the learning rate following the budget's schedule (``Budget.lr_at``)."""
+    data = batches(ctx, seed, budget.batch_size, task)
+    for step in range(budget.steps):
+        set_lr(trainer, budget.lr_at(step))
+        trainer.train_step(*next(data))
 
 
-def train_and_evaluate(ctx: CaseContext, make_trainer: Callable[[nn.Module], Any]) -> dict[str, Any]:
-    """Train a fresh model seeded with ``ctx.seed`` through ``make_trainer(model)`` on the real
-    task for the family's budget (each rank its own shard of every batch), then evaluate it."""
+def train_and_evaluate(ctx: CaseContext, make_trainer: MakeTrainer) -> dict[str, Any]:
+    """Train a fresh model seeded with ``ctx.seed`` through ``make_trainer(model, loss_fn, lr)``
+    on the fit split for the case's budget, then evaluate it on the test split."""
+    task = task_for(ctx.workload, ctx.data_dir)
+    budget = case_budget(ctx)
     torch.manual_seed(ctx.seed)
-    trainer = make_trainer(ctx.workload.build_model())
-    steps = budget(ctx)
+    trainer = make_trainer(ctx.workload.build_model(), task.loss, budget.lr)
     try:
-        train(ctx, trainer.train_step, steps, ctx.seed)
-        result = evaluate(ctx, trainer.predict)
+        train(ctx, trainer, budget, ctx.seed, task)
+        result = evaluate(ctx, trainer.predict, task=task)
     finally:
         trainer.close()
-    return result | {"accuracy_steps": steps}
+    return result | budget.fields()

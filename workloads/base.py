@@ -69,19 +69,26 @@ class FamilyConfig:
 class Workload:
     """One model family: builds the model, batches, loss and analytic FLOPs for a config.
 
-    Subclasses set ``name``, ``Config``, ``default_batch_size`` and the accuracy budget.
-    Inputs of the real-data task arrive as images (N, 1, 32, 32) in [0, 1] and are turned
-    into the family's own input by ``encode_images``.
+    Subclasses set ``name``, ``Config``, ``default_batch_size`` and the accuracy task
+    (``accuracy_task``: ``"digits"`` or ``"text"``, see ``workloads.tasks``). Digits arrive as
+    images (N, 1, 32, 32) in [0, 1] and are turned into the family's own input by
+    ``encode_images``; the text task feeds byte tokens to a sequence model.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[FamilyConfig]]
     default_batch_size: ClassVar[int]
     seq_len: int | None = None
-    # accuracy task budget: optimizer steps, batch size, learning rate
-    accuracy_steps: ClassVar[int] = 200
+    accuracy_task: ClassVar[str] = "digits"
+    # accuracy task budget (workloads.budget): samples (images, or tokens for text) per
+    # parameter, steps at least / at most (per budget level), batch, peak lr (per size)
+    accuracy_samples_per_param: ClassVar[float] = 0.1
+    accuracy_min_steps: ClassVar[int] = 150
+    accuracy_max_steps: ClassVar[dict[str, int]] = {"smoke": 150, "standard": 300, "full": 3000}
     accuracy_batch_size: ClassVar[int] = 64
     accuracy_lr: ClassVar[float] = 1e-3
+    accuracy_lr_by_size: ClassVar[dict[str, float]] = {}
+    accuracy_eval_every: ClassVar[int] = 10  # time to accuracy: steps between evaluations
     lr: ClassVar[float] = 1e-4
 
     def __init__(self, cfg: FamilyConfig):

@@ -84,9 +84,8 @@ class CNN(Workload):
     name = "cnn"
     Config = CNNConfig
     default_batch_size = 64
-    accuracy_steps = 200
-    accuracy_batch_size = 64
     accuracy_lr = 3e-3
+    accuracy_lr_by_size = {"m": 1e-3, "l": 5e-4, "xl": 2e-4}  # deeper 3x3 stacks take smaller steps
 
     cfg: CNNConfig
 

@@ -26,6 +26,7 @@ never inside the timed step), ``model_bytes`` (the bytes of the tensors the mode
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,7 @@ from . import accuracy
 from .base import count_params
 from .context import CaseContext
 from .reference import trained_reference
+from .tasks import task_for
 from .variants import ForwardStep, InferVariant, Runnable
 
 PRUNE_RATIO = 0.5  # half the channels and heads
@@ -46,20 +48,35 @@ RANK_CANDIDATES = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2)
 RANK_TARGET = 0.99  # of the reference's validation accuracy
 
 
-def fine_tune(ctx: CaseContext, model: nn.Module, steps: int, loss: Callable | None = None) -> None:
-    """AdamW on the task's fit split for ``steps`` (the family's learning rate); ``loss(model,
-    inputs, targets)`` defaults to the task loss."""
-    w = ctx.workload
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=w.accuracy_lr)
-    model.train()
+class FineTuner:
+    """AdamW on the trainable parameters of ``model`` minimizing ``loss(model, inputs, targets)``;
+    a Trainer for ``accuracy.train`` (which sets its learning rate by the budget's schedule)."""
 
-    def step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        value = loss(model, inputs, targets) if loss else w.task_loss(model(inputs), targets)
+    def __init__(
+        self, model: nn.Module, loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], lr: float
+    ):
+        self.model, self.loss = model, loss
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        value = self.loss(self.model, inputs, targets)
         value.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value.detach()
 
-    accuracy.train(ctx, step, steps, ctx.seed + 1)
+
+def fine_tune(ctx: CaseContext, model: nn.Module, steps: int, loss: Callable | None = None) -> None:
+    """``steps`` steps of AdamW on the fit split of the family's task (the case's batch and peak
+    learning rate, its warm-up and cosine schedule over ``steps``); ``loss(model, inputs,
+    targets)`` defaults to the task loss."""
+    if steps < 1:
+        return
+    task = task_for(ctx.workload, ctx.data_dir)
+    budget = dataclasses.replace(accuracy.case_budget(ctx), steps=steps)
+    tuner = FineTuner(model, loss or (lambda m, x, y: task.loss(m(x), y)), budget.lr)
+    model.train()
+    accuracy.train(dataclasses.replace(ctx, world_size=1), tuner, budget, ctx.seed + 1, task)
     model.eval()
 
 
@@ -155,8 +172,10 @@ def reference_step(ctx: CaseContext) -> Runnable:
 
 
 def calibration(ctx: CaseContext, batches: int = 8) -> list[torch.Tensor]:
-    """Inputs of the fit split (real data) at the case's batch size, for int8 calibration."""
-    return [x for x, _ in accuracy.batches(dataclasses.replace(ctx, world_size=1), batches, ctx.seed + 2)]
+    """Inputs of the fit split (real data: images, or byte windows of shape (batch, seq_len))
+    at the case's batch size, for int8 calibration."""
+    data = accuracy.batches(dataclasses.replace(ctx, world_size=1), ctx.seed + 2, ctx.batch_size)
+    return [x for x, _ in itertools.islice(data, batches)]
 
 
 class Int8(Compressed):
@@ -174,9 +193,10 @@ class Int8(Compressed):
             return model, model, {"int8_path": "torchao dynamic int8 (CUDA)"}
         example, _ = ctx.workload.synthetic_batch(ctx.batch_size, ctx.device, torch.Generator().manual_seed(ctx.seed))
         reduce_range = not has_vnni()
-        sequence = ctx.workload.seq_len is not None  # calibrated on real sequences, timed on longer ones
+        batches = calibration(ctx)
+        sequence = any(x.shape[1:] != example.shape[1:] for x in batches)  # calibrated on shorter sequences
         model = quantize_static_int8(
-            reference, example, calibration(ctx), reduce_range, dynamic_batch=True, dynamic_seq=sequence
+            reference, example, batches, reduce_range, dynamic_batch=True, dynamic_seq=sequence
         )
         fields = {
             "int8_path": "PT2E static, X86InductorQuantizer, torch.compile (freezing)",
@@ -203,7 +223,7 @@ class Prune(Compressed):
         from .compress import prune_structured
 
         example, _ = ctx.workload.synthetic_batch(2, ctx.device, torch.Generator().manual_seed(ctx.seed))
-        steps = int(FINE_TUNE_FRACTION * accuracy.budget(ctx))
+        steps = int(FINE_TUNE_FRACTION * accuracy.case_budget(ctx).steps)
         pruned = prune_structured(reference, example, PRUNE_RATIO, fine_tune=lambda m: fine_tune(ctx, m, steps))
         fields = {"prune_ratio": PRUNE_RATIO, "params_before": pruned.params_before, "fine_tune_steps": steps}
         return pruned.model.eval(), pruned.model, fields
@@ -215,7 +235,7 @@ class PruneUnstructured(Compressed):
     def compress(self, ctx, reference):
         from .compress import prune_unstructured
 
-        steps = int(FINE_TUNE_FRACTION * accuracy.budget(ctx))
+        steps = int(FINE_TUNE_FRACTION * accuracy.case_budget(ctx).steps)
         done = prune_unstructured(reference, SPARSITY, fine_tune=lambda m: fine_tune(ctx, m, steps))
         fields = {"sparsity": done.sparsity, "fine_tune_steps": steps, "storage": "dense (zeros stored)"}
         return done.model.eval(), done.model, fields
@@ -262,12 +282,15 @@ class Distill(Compressed):
 
         w = ctx.workload
         student_ctx = dataclasses.replace(ctx, workload=type(w)(student_config(ctx.family, w.cfg)))
-        steps = int(FINE_TUNE_FRACTION * accuracy.budget(ctx) * 2)
+        steps = int(FINE_TUNE_FRACTION * accuracy.case_budget(ctx).steps * 2)
+        task = task_for(w, ctx.data_dir)
 
         def distilled(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            """Hinton's loss on the scored logits: per image, or per token of the text task."""
             with torch.no_grad():
-                teacher = w.class_logits(reference(x))
-            return hinton_loss(w.class_logits(model(x)), teacher, y, TEMPERATURE, ALPHA)
+                teacher, _ = task.scored_logits(reference(x), y)
+            student, targets = task.scored_logits(model(x), y)
+            return hinton_loss(student, teacher, targets, TEMPERATURE, ALPHA)
 
         torch.manual_seed(ctx.seed)
         student = student_ctx.workload.build_model().to(ctx.device)

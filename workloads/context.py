@@ -23,8 +23,9 @@ class CaseContext:
     batch_size: int = 1
     seed: int = 0
     data_dir: str | None = None
-    accuracy_steps: int | None = None  # None: the family's budget
+    accuracy_steps: int | None = None  # None: the budget level's rule (workloads.budget)
     data_parallel: bool = True  # the variant's: each rank its own batch (False: one batch for all)
+    budget_level: str = "standard"  # the accuracy budget's level: smoke, standard or full
 
     @property
     def rank(self) -> int:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .accuracy import case_budget
 from .base import Unsupported
 from .cnn import ConvNet
 from .context import CaseContext
@@ -238,6 +239,13 @@ class PipelineTrainer:
                     self.tied.append((params[key], group))
         self.units = self.full = None  # only this stage is kept
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (the optimizer's, once the first step made it)."""
+        self.lr = lr
+        if self.model is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
 
@@ -343,7 +351,7 @@ class Pipeline(TrainVariant):
             raise Unsupported(f"{self.name}: this torch build has no torch.distributed")
 
     def build(self, ctx: CaseContext) -> Runnable:
-        for what, batch in (("--batch-size", ctx.batch_size), ("the accuracy batch", ctx.workload.accuracy_batch_size)):
+        for what, batch in (("--batch-size", ctx.batch_size), ("the accuracy batch", case_budget(ctx).batch_size)):
             if batch % self.microbatches:
                 raise Unsupported(f"{self.name}: {what} {batch} does not split into {self.microbatches} micro-batches")
         return super().build(ctx)

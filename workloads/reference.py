@@ -2,8 +2,12 @@
 cached on disk, and the starting point of every inference variant (fp32 inference itself, and
 each compression technique, which transforms it).
 
-The cache key holds everything the trained weights depend on: family, size and config, the
-seed, the training budget (steps, batch, learning rate), the task's data (a hash of it), and
+The reference trains on the fit split of the family's task (``workloads.tasks``: digits, or
+the text corpus for the transformer) with the fp32 variant's trainer, for ``REFERENCE_STEPS_FACTOR``
+times the case's accuracy budget (``workloads.budget``: its level, batch, peak learning rate and
+schedule). The cache key holds everything the trained weights depend on: family, size and
+config, the seed, the training budget (level, steps, batch, learning rate and its schedule), the
+task's data (``Task.identity``: a hash of the digits, or the corpus's sha256, and the split), and
 the torch version. The cache lives in ``$ARCHBENCH_CACHE`` (default
 ``~/.cache/archbench``)/``references``; files are written atomically, so a killed worker never
 leaves half a file.
@@ -12,7 +16,6 @@ leaves half a file.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -25,9 +28,10 @@ import torch
 from torch import nn
 
 from . import accuracy
+from .budget import FINAL_LR_FRACTION, Budget
 from .context import CaseContext
-from .data import load_task
-from .variants import TorchTrainer
+from .tasks import task_for
+from .variants import FP32
 
 CACHE_ENV = "ARCHBENCH_CACHE"
 REFERENCE_STEPS_FACTOR = 2  # the reference trains twice the accuracy budget of a training variant
@@ -37,31 +41,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "archbench") / "references"
 
 
-@functools.lru_cache(maxsize=4)
-def data_fingerprint(data_dir: str | None) -> str:
-    """A hash of the task's data: a reference trained on other data is another reference."""
-    task = load_task(data_dir)
-    h = hashlib.sha256(task.name.encode())
-    for t in (task.x_train, task.y_train, task.x_test, task.y_test):
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def reference_steps(ctx: CaseContext) -> int:
-    return REFERENCE_STEPS_FACTOR * accuracy.budget(ctx)
+def reference_budget(ctx: CaseContext) -> Budget:
+    """The case's accuracy budget with ``REFERENCE_STEPS_FACTOR`` times its steps."""
+    budget = accuracy.case_budget(ctx)
+    return dataclasses.replace(budget, steps=REFERENCE_STEPS_FACTOR * budget.steps)
 
 
 def reference_key(ctx: CaseContext) -> dict[str, Any]:
     w = ctx.workload
+    budget = reference_budget(ctx)
     return {
         "family": ctx.family,
         "size": ctx.size,
         "config": {k: str(v) for k, v in dataclasses.asdict(w.cfg).items()},
         "seed": ctx.seed,
-        "steps": reference_steps(ctx),
-        "batch": w.accuracy_batch_size,
-        "lr": w.accuracy_lr,
-        "data": data_fingerprint(ctx.data_dir),
+        "budget": budget.level,
+        "steps": budget.steps,
+        "batch": budget.batch_size,
+        "lr": budget.lr,
+        "schedule": f"warm-up {budget.warmup_steps}, cosine to {FINAL_LR_FRACTION:g}",
+        "data": task_for(w, ctx.data_dir).identity(),
         "torch": str(torch.__version__),
     }
 
@@ -72,12 +71,17 @@ def cache_path(ctx: CaseContext) -> Path:
 
 
 def train_reference(ctx: CaseContext) -> nn.Module:
-    """The family's fp32 model trained on the fit split with AdamW (the fp32 variant's trainer)."""
-    w = ctx.workload
+    """The family's fp32 model trained on the fit split with the fp32 variant's trainer (AdamW,
+    the budget's learning-rate schedule), on one rank."""
+    ctx = dataclasses.replace(ctx, world_size=1)
+    task = task_for(ctx.workload, ctx.data_dir)
+    budget = reference_budget(ctx)
     torch.manual_seed(ctx.seed)
-    trainer = TorchTrainer(w.build_model(), w.task_loss, w.accuracy_lr, ctx.device)
-    accuracy.train(ctx, trainer.train_step, reference_steps(ctx), ctx.seed)
-    trainer.close()
+    trainer = FP32().trainer(ctx.workload.build_model(), task.loss, budget.lr, ctx.device, 1)
+    try:
+        accuracy.train(ctx, trainer, budget, ctx.seed, task)
+    finally:
+        trainer.close()
     return trainer.module.eval()
 
 

@@ -18,6 +18,7 @@ import torch
 from reports.schema import PHASES, SIZE_ORDER, case_id
 
 from .base import Unsupported, Workload, check_choice
+from .budget import BUDGET_LEVELS, DEFAULT_LEVEL, accuracy_budget
 from .cnn import CNN
 from .compile import COMPILE_VARIANTS
 from .compressed import Distill, Int8, Int8WeightOnly, LowRank, Prune, PruneUnstructured
@@ -26,6 +27,7 @@ from .dense import Dense
 from .fsdp import FSDP_VARIANTS
 from .pipeline_parallel import PIPELINE_VARIANTS
 from .probe import synchronize
+from .tasks import eval_samples
 from .tensor_parallel import TensorParallel
 from .transformer import Transformer
 from .variants import AMP, FP32, Runnable, Variant
@@ -181,19 +183,22 @@ def build_case(
     seed: int = 0,
     phase: str | None = None,
     accuracy_steps: int | None = None,
+    budget_level: str = DEFAULT_LEVEL,
 ) -> Case:
     """Build a runnable case, or raise ``Unsupported``/``ValueError`` with the reason.
-    ``variant`` is a registered name or a Variant instance; ``phase`` defaults to its first."""
+    ``variant`` is a registered name or a Variant instance; ``phase`` defaults to its first;
+    ``budget_level`` sizes the accuracy task (``workloads.budget``)."""
     var = get_variant(variant) if isinstance(variant, str) else variant
     phase = var.phases[0] if phase is None else phase
     work = workload(family, size)
+    check_choice("accuracy budget", budget_level, BUDGET_LEVELS)
     dev = parse_device(device)
     check_case(var, phase, dev, world_size)
     if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         raise Unsupported(f"world size {world_size}: torch.distributed is not initialized")
     ctx = CaseContext(
         family, size, var.name, phase, work, dev, world_size, tier_batch_size(family, batch_size), seed, data_dir,
-        accuracy_steps, var.data_parallel,
+        accuracy_steps, var.data_parallel, budget_level,
     )  # fmt: skip
     runnable = var.build(ctx)
     per_sample = runnable.flops_per_sample()
@@ -210,13 +215,24 @@ def estimate_case_seconds(
     return steps * flops / (peak_tflops * 1e12) if peak_tflops > 0 else math.inf
 
 
-def accuracy_flops(family: str, size: str, phase: str) -> float:
-    """Analytic FLOPs of the accuracy task's whole budget (one rank): training for a training
-    case, nothing for an inference case (it evaluates a given model)."""
+def accuracy_flops(
+    family: str, size: str, phase: str, level: str = DEFAULT_LEVEL, *, accuracy: bool = True, tta_runs: int = 0
+) -> float:
+    """Analytic FLOPs of the accuracy stage (one rank), known before the case runs: for a
+    training case the budget's training and one evaluation (``accuracy``), plus ``tta_runs``
+    time-to-accuracy runs, each counted at its worst (the whole budget, every evaluation);
+    for an inference case one evaluation of the given model."""
+    w = workload(family, size)
+    budget = accuracy_budget(w, size, level)
+    evaluation = w.infer_flops_per_sample() * eval_samples(w)
     if phase != "train":
-        return 0.0
-    W = FAMILIES[family]
-    return float(workload(family, size).task_train_flops_per_sample() * W.accuracy_batch_size * W.accuracy_steps)
+        return evaluation if accuracy else 0.0
+    training = w.task_train_flops_per_sample() * budget.batch_size * budget.steps
+    total = training + evaluation if accuracy else 0.0
+    if tta_runs:
+        evaluations = math.ceil(budget.steps / w.accuracy_eval_every)
+        total += tta_runs * (training + evaluations * evaluation)
+    return float(total)
 
 
 __all__ = ["FAMILIES", "VARIANTS", "Case", "Unsupported", "build_case", "get_variant", "variant_names"]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from . import accuracy
+from . import accuracy, tta
 from .base import Unsupported
 from .context import CaseContext
 from .state import optimizer_state_tensors, tensor_bytes
@@ -215,12 +215,15 @@ class TrainStep:
 
     def accuracy(self) -> dict[str, Any]:
         """A fresh, seeded model trained with this variant on the real-data task."""
-        w, ctx = self.ctx.workload, self.ctx
+        return accuracy.train_and_evaluate(self.ctx, self.make_trainer)
 
-        def make_trainer(model: nn.Module) -> Trainer:
-            return self.variant.trainer(model, w.task_loss, w.accuracy_lr, ctx.device, ctx.world_size)
+    def time_to_accuracy(self, config: tta.TTAConfig) -> dict[str, Any]:
+        """Seeded runs trained with this variant until the held-out target (``workloads.tta``)."""
+        return tta.time_to_accuracy(self.ctx, self.make_trainer, config)
 
-        return accuracy.train_and_evaluate(ctx, make_trainer)
+    def make_trainer(self, model: nn.Module, loss_fn: LossFn, lr: float) -> Trainer:
+        """This variant's trainer around a fresh model of the accuracy task."""
+        return self.variant.trainer(model, loss_fn, lr, self.ctx.device, self.ctx.world_size)
 
     def close(self) -> None:
         self.trainer.close()

@@ -5,7 +5,8 @@
 "no change" b and c are equally likely. For ``b + c < EXACT_BELOW`` the p-value is the exact two-sided
 binomial test (``scipy.stats.binomtest(b, b + c, 0.5)``); above, the chi-square statistic with continuity
 correction, ``(|b - c| - 1)^2 / (b + c)``, one degree of freedom (Edwards 1948), which the exact test
-approaches. With 360 digits test samples one sample is 0.28%: a change of a few errors is not evidence.
+approaches. With 360 digits test samples one sample is 0.28%: a change of a few errors is not evidence. The
+text task's samples are the predicted bytes of its test windows (256 x seq_len), each a verdict.
 
 ``meets`` applies MLPerf Inference's quality targets: 99% and 99.9% of the fp32 reference's accuracy.
 (The regression gate's statistics live in ``reports.stats``.)
@@ -14,19 +15,27 @@ approaches. With 360 digits test samples one sample is 0.28%: a change of a few 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 EXACT_BELOW = 25  # b + c below this: exact binomial test (the usual rule of thumb)
 MLPERF_TARGETS: tuple[float, ...] = (0.99, 0.999)
 
 
-def mcnemar(ref_correct: Sequence[bool], new_correct: Sequence[bool]) -> dict:
-    """McNemar's test on paired per-sample correctness -> ``{"b", "c", "p_value", "method"}`` (two-sided)."""
-    if len(ref_correct) != len(new_correct):
-        raise ValueError(f"mcnemar: {len(ref_correct)} reference and {len(new_correct)} new samples")
+def _bools(values: Any) -> list[bool]:
+    """A list of bools from a sequence or a tensor (``tolist``: one call, not one per element)."""
+    return [bool(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+
+
+def mcnemar(ref_correct: Sequence[bool] | Any, new_correct: Sequence[bool] | Any) -> dict:
+    """McNemar's test on paired per-sample correctness (sequences of bools, or bool tensors: an
+    image or a predicted byte each) -> ``{"b", "c", "p_value", "method"}`` (two-sided)."""
+    ref, new = _bools(ref_correct), _bools(new_correct)
+    if len(ref) != len(new):
+        raise ValueError(f"mcnemar: {len(ref)} reference and {len(new)} new samples")
     from scipy import stats
 
-    b = sum(1 for r, n in zip(ref_correct, new_correct, strict=True) if r and not n)
-    c = sum(1 for r, n in zip(ref_correct, new_correct, strict=True) if n and not r)
+    b = sum(1 for r, n in zip(ref, new, strict=True) if r and not n)
+    c = sum(1 for r, n in zip(ref, new, strict=True) if n and not r)
     if b + c == 0:
         return {"b": 0, "c": 0, "p_value": 1.0, "method": "exact"}
     if b + c < EXACT_BELOW:
