@@ -226,6 +226,10 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads --benchmark-json (rank 0 only)
 def pytest_configure(config: pytest.Config) -> None:
+    # hypothesis (installed for the test suite) registers a pytest plugin whose end-of-session
+    # summary imports hypothesis: 2.6 s of every benchmark session, for tests it has none of
+    if config.pluginmanager.has_plugin("hypothesispytest"):
+        config.pluginmanager.unregister(name="hypothesispytest")
     try:
         settings = _settings(config)
         matrix, faults = _preflight(config, settings)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 Worse = Literal["greater", "less"]
 
@@ -88,6 +87,8 @@ def compare_samples(baseline: Sequence[float], new: Sequence[float], worse: Wors
     b = np.asarray([x for x in new if math.isfinite(x)], dtype=float)
     if a.size == 0 or b.size == 0:
         raise ValueError("compare_samples needs at least one finite value on each side")
+    from scipy import stats  # here, not at import: scipy.stats takes 1.4 s to import
+
     result = stats.mannwhitneyu(b, a, alternative=worse, method="auto")
     u_new = float(result.statistic)  # U of `new`: pairs where new > baseline, ties half
     p_greater = u_new / (a.size * b.size)
@@ -114,6 +115,8 @@ def proportion_interval(
     (Clopper-Pearson), from ``scipy.stats.binomtest``. ``(nan, nan)`` for no trials."""
     if trials <= 0:
         return (math.nan, math.nan)
+    from scipy import stats
+
     interval = stats.binomtest(successes, trials).proportion_ci(confidence, method=method)
     return (float(interval.low), float(interval.high))
 
@@ -129,6 +132,8 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
     x = np.asarray(samples, dtype=float)
     if x.size < MEDIAN_CI_MIN_SAMPLES:
         return None
+    from scipy import stats
+
     interval = stats.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
     low, high = float(interval.low), float(interval.high)
     return None if not (math.isfinite(low) and math.isfinite(high)) else (low, high)
