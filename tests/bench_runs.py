@@ -82,3 +82,17 @@ def rank_runs(tmp_path_factory) -> dict[int, tuple[Path, dict[str, dict], subpro
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         runs[ws] = (tmp, {k: r["extra_info"] for k, r in records.items()}, proc)
     return runs
+
+
+def refusal(pytester, *args: str) -> str:
+    """The usage error ``pytest bench ARGS`` stops with, found in this process: the checks its
+    ``pytest_configure`` makes before anything runs (options, results and data directories,
+    faults). ``test_isolation`` shows, in a subprocess, how such an error reaches the user."""
+    import pytest
+
+    from bench import conftest as bench_conftest
+
+    config = pytester.parseconfig(str(BENCH), "-p", "no:cacheprovider", *args)
+    with pytest.raises(ValueError) as refused:
+        bench_conftest._preflight(config, bench_conftest._settings(config))
+    return str(refused.value)

@@ -159,3 +159,25 @@ def test_dynamic_int8_on_cuda():
         ref = model(x)
         out = quantize_dynamic_int8(model)(x)
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.95
+
+
+def test_static_batches_run_each_size_on_its_graph_and_pad_the_rest():
+    from workloads.compress.int8 import StaticBatches
+
+    calls = []
+
+    def graph(size):
+        def run(x):
+            assert x.shape[0] == size, f"graph for {size} called with {x.shape[0]}"
+            calls.append(size)
+            return x * 2 + size
+
+        return run
+
+    model = StaticBatches({4: graph(4), 1: graph(1)})
+    x = torch.arange(10.0).reshape(10, 1)
+    torch.testing.assert_close(model(x), x * 2 + 4)  # 4 + 4 + 2 padded to 4, padding dropped
+    assert calls == [4, 4, 4]
+    torch.testing.assert_close(model(x[:1]), x[:1] * 2 + 1)  # batch 1: its own graph
+    torch.testing.assert_close(model(x[:4]), x[:4] * 2 + 4)
+    assert calls == [4, 4, 4, 1, 4]

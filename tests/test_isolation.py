@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.faults import EXIT_CODE, OOM_BYTES, parse_faults
-from tests.bench_runs import ROOT, bench_command, marked_env, processes_with_mark, read_results, run
+from tests.bench_runs import ROOT, bench_command, marked_env, processes_with_mark, read_results, refusal, run
 
 FAULTS = {
     "dense-xs-amp-bf16": "raise",
@@ -233,21 +233,29 @@ def _usage_error(tmp_path: Path, *args: str) -> str:
     return line
 
 
-def test_bad_input_is_refused_before_anything_runs(tmp_path):
-    assert "--results-dir /proc/nope: cannot write there" in _usage_error(tmp_path, "--results-dir", "/proc/nope")
+def test_bad_input_is_one_usage_error_line_before_anything_runs(tmp_path):
+    line = _usage_error(tmp_path, "--results-dir", "/proc/nope")
+    assert line.startswith("ERROR: --results-dir /proc/nope: cannot write there")  # one line, before any case
+
+
+def test_bad_input_is_refused_before_anything_runs(pytester, tmp_path):
+    case = ("--family", "dense", "--size", "xs", "--variant", "fp32")
     missing = tmp_path / "missing"
-    assert f"--data-dir: {missing} is not a directory" in _usage_error(tmp_path, "--data-dir", str(missing))
+    assert f"--data-dir: {missing} is not a directory" in refusal(pytester, *case, "--data-dir", str(missing))
     bad = tmp_path / "mnist"
     bad.mkdir()
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):  # fmt: skip
         (bad / name).write_bytes(b"not an idx file")
-    assert "is not an unsigned-byte IDX file" in _usage_error(tmp_path, "--data-dir", str(bad))
-    assert "unknown kind 'melt'" in _usage_error(tmp_path, "--inject-fault", "dense-xs-fp32=melt")
-    assert "dense-s-fp32 is not a case of this run" in _usage_error(tmp_path, "--inject-fault", "dense-s-fp32=raise")
-    line = _usage_error(tmp_path, "--phase", "train", "--variant", "int8")
+    assert "is not an unsigned-byte IDX file" in refusal(pytester, *case, "--data-dir", str(bad))
+    assert "unknown kind 'melt'" in refusal(pytester, *case, "--inject-fault", "dense-xs-fp32=melt")
+    assert "dense-s-fp32 is not a case of this run" in refusal(pytester, *case, "--inject-fault", "dense-s-fp32=raise")
+    line = refusal(pytester, *case, "--phase", "train", "--variant", "int8")
     assert "--variant int8 runs in none of the phases train (int8: infer)" in line
-    assert "--interleave times single-rank cases" in _usage_error(tmp_path, "--interleave", "--world-size", "2")
+    assert "--interleave times single-rank cases" in refusal(pytester, *case, "--interleave", "--world-size", "2")
+    assert "--family: unknown 'rnn'; allowed: dense, cnn, transformer" in refusal(pytester, "--family", "rnn")
+    line = refusal(pytester, "--telemetry-interval", "0.001")
+    assert "--telemetry-interval must be between 0.01 and 10 seconds" in line
 
 
 def test_parse_faults():

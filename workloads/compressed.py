@@ -186,23 +186,24 @@ class Int8(Compressed):
 
     def compress(self, ctx, reference):
         from .compress import quantize_dynamic_int8, quantize_static_int8
+        from .compress.int8 import StaticBatches
         from .cpu_features import has_vnni
 
         if ctx.device.type == "cuda":
             model = quantize_dynamic_int8(reference)
             return model, model, {"int8_path": "torchao dynamic int8 (CUDA)"}
-        example, _ = ctx.workload.synthetic_batch(ctx.batch_size, ctx.device, torch.Generator().manual_seed(ctx.seed))
         reduce_range = not has_vnni()
-        batches = calibration(ctx)
-        sequence = any(x.shape[1:] != example.shape[1:] for x in batches)  # calibrated on shorter sequences
-        model = quantize_static_int8(
-            reference, example, batches, reduce_range, dynamic_batch=True, dynamic_seq=sequence
-        )
+        batches = calibration(ctx)  # real inputs at the timed batch: their shape is the graph's
+        timed = quantize_static_int8(reference, batches[0], batches, reduce_range)
+        # batch 1 (latency) gets its own graph, calibrated on the same samples one at a time
+        rows = [x[i : i + 1] for x in batches for i in range(x.shape[0])]
+        single = quantize_static_int8(reference, rows[0], rows, reduce_range)
         fields = {
-            "int8_path": "PT2E static, X86InductorQuantizer, torch.compile (freezing)",
+            "int8_path": "PT2E static, X86InductorQuantizer, torch.compile (freezing); "
+            f"static graphs at batch {batches[0].shape[0]} and 1",
             "reduce_range": reduce_range,
         }
-        return model, model, fields
+        return StaticBatches({batches[0].shape[0]: timed, 1: single}), timed, fields
 
 
 class Int8WeightOnly(Compressed):
