@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= deepspeed,compression,plots,dev
 BENCH_ARGS ?=
 
-.PHONY: setup bench test lint clean
+.PHONY: setup bench test test-all lint clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ bench: setup
 	$(PY) -m pytest bench --benchmark-only --tier smoke --benchmark-json results/bench.json $(BENCH_ARGS)
 
 test: setup
+	$(PY) -m pytest tests -q -m "not nightly"
+
+test-all: setup
 	$(PY) -m pytest tests -q
 
 lint: setup

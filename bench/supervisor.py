@@ -317,11 +317,11 @@ class Supervisor:
         from multiprocessing import forkserver
 
         server = forkserver._forkserver  # noqa: SLF001 (the stdlib has no public stop)
-        stop = getattr(server, "_stop", None)
+        stop, pid = getattr(server, "_stop", None), _forkserver_pid()
+        if pid:  # it holds nothing to save, and a clean exit of its preloaded torch takes ~1.3 s
+            kill(pid)
         if stop is not None:
-            stop()
-        elif _forkserver_pid():
-            kill(_forkserver_pid())
+            stop()  # closes its pipes and reaps it
         if self.subreaper:
             set_subreaper(False)
 

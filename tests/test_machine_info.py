@@ -25,7 +25,7 @@ def bench(tmp: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.nightly
 def test_benchmark_compare_warns_only_about_machine_differences(tmp_path: Path) -> None:
     bench(tmp_path, "--benchmark-autosave")
     out = bench(tmp_path, "--benchmark-autosave", "--benchmark-compare")

@@ -193,13 +193,8 @@ def parity_worker(out: str) -> None:
 
 @pytest.mark.slow
 @needs_deepspeed
-def test_loss_parity_with_ddp_at_two_ranks(tmp_path):
-    out = tmp_path / "losses.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(distributed.free_port()), __file__, str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    losses = json.loads(out.read_text())
+def test_loss_parity_with_ddp_at_two_ranks(parity_losses):
+    losses = parity_losses["zero"]
     for family, by_variant in losses.items():
         ddp = by_variant["fp32"]
         assert abs(ddp[-1] - ddp[0]) > 1e-2 * abs(ddp[0]), f"{family}: training moved the loss too little to compare"
@@ -226,7 +221,7 @@ def run_bench(tmp: Path, *args: str, launcher: tuple[str, ...] = ()) -> tuple[li
     return [rec["extra_info"] for rec in lines if rec["type"] == "benchmark"], proc
 
 
-@pytest.mark.slow
+@pytest.mark.nightly
 @needs_deepspeed
 def test_two_ranks_run_every_stage(dense_s_rank_runs):
     """fp32 (DDP) and ZeRO 1-3 at world size 2, ranks started by ``pytest bench`` itself (in a
@@ -251,7 +246,7 @@ def test_two_ranks_run_every_stage(dense_s_rank_runs):
         assert info["mem_source"] == "rss-rank"
 
 
-@pytest.mark.slow
+@pytest.mark.nightly
 @needs_deepspeed
 def test_model_state_within_10_percent_of_prediction(dense_s_rank_runs):
     _, by_id, _ = dense_s_rank_runs[2]
@@ -265,7 +260,7 @@ def test_model_state_within_10_percent_of_prediction(dense_s_rank_runs):
     assert ddp["model_state_bytes"] == pytest.approx(16 * ddp["params"], rel=0.01)
 
 
-@pytest.mark.slow
+@pytest.mark.nightly
 @needs_deepspeed
 def test_torchrun_launch_and_zero3_halves_the_state(dense_s_rank_runs, tmp_path):
     """Ranks started by torchrun (as across machines); ZeRO-3 at 2 ranks vs 1 rank."""
