@@ -47,11 +47,3 @@ def dense_s_rank_runs(tmp_path_factory):
     from tests.bench_runs import rank_runs
 
     return rank_runs(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def parity_losses(tmp_path_factory):
-    """The losses of the 2-rank parity runs (``tests/parity.py``): ``{"parallel": ..., "zero": ...}``."""
-    from tests.parity import launch
-
-    return launch(tmp_path_factory.mktemp("parity"))

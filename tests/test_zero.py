@@ -193,8 +193,13 @@ def parity_worker(out: str) -> None:
 
 @pytest.mark.slow
 @needs_deepspeed
-def test_loss_parity_with_ddp_at_two_ranks(parity_losses):
-    losses = parity_losses["zero"]
+def test_loss_parity_with_ddp_at_two_ranks(tmp_path):
+    out = tmp_path / "losses.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(distributed.free_port()), __file__, str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    losses = json.loads(out.read_text())
     for family, by_variant in losses.items():
         ddp = by_variant["fp32"]
         assert abs(ddp[-1] - ddp[0]) > 1e-2 * abs(ddp[0]), f"{family}: training moved the loss too little to compare"
