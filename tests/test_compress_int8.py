@@ -94,7 +94,7 @@ def test_static_int8_sets_freezing_in_its_own_process(static_result):
     assert torch._inductor.config.freezing is False  # this process is untouched
 
 
-@pytest.mark.slow
+@pytest.mark.nightly  # a second PT2E compile (20 s); the dense one runs in every suite
 def test_static_int8_transformer_close_to_fp32():
     """The GPT exports (SDPA, tied head) and quantizes; its embeddings stay fp32 (PT2E quantizes matmuls)."""
     result = run_static_worker("transformer")

@@ -221,7 +221,7 @@ def test_mutated_jsonl_tables_compare_check(text: bytes) -> None:
 # Each usable document costs two rendered figures (a second or more each on 2 cores): fewer
 # examples, both formats in one test. Loading, the part malformed input reaches, is the tables'
 # above (150 examples each).
-@settings(SETTINGS, max_examples=12)
+@settings(SETTINGS, max_examples=8)
 @given(st.booleans().flatmap(lambda jsonl: st.tuples(documents(jsonl=jsonl), st.just(jsonl))))
 def test_mutated_documents_plot_html(document: tuple[bytes, bool]) -> None:
     check_plot_html(*document)
