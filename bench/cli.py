@@ -68,9 +68,14 @@ def set_up(argv: Sequence[str]) -> int:
     from workloads.registry import parse_device, variant_factory, variant_names
 
     device = parse_device(argv[0] if argv else "cpu")
+    failed = 0
     for name in variant_names():
-        variant_factory(name)().set_up(device, print)
-    return 0
+        try:
+            variant_factory(name)().set_up(device, print)
+        except Exception as e:  # noqa: BLE001 (say which variant, go on with the others)
+            print(f"archbench set-up: {name}: {e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

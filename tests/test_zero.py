@@ -358,3 +358,21 @@ def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(monkeypatch, 
     os.utime(lock, (old, old))
     Zero("zero3").set_up(torch.device("cpu"), lines.append)
     assert not lock.exists() and "left by a build that was killed" in lines[-1]
+
+
+def test_a_failed_build_is_tried_once_for_every_zero_variant(monkeypatch, tmp_path):
+    from workloads import zero
+
+    tries = []
+
+    def fail():
+        tries.append(1)
+        raise RuntimeError("building DeepSpeed's deepspeed_shm_comm op failed: ninja: error")
+
+    monkeypatch.setattr(zero, "comm_op_dir", lambda: tmp_path)
+    monkeypatch.setattr(zero, "build_comm_op", fail)
+    monkeypatch.setattr(zero, "BUILD_FAILED", {})
+    for name in ("zero1", "zero2", "zero3"):
+        with pytest.raises(RuntimeError, match="ninja: error"):
+            Zero(name).set_up(torch.device("cpu"), lambda line: None)
+    assert tries == [1]

@@ -204,6 +204,9 @@ COMM_OP_BUILD_TIMEOUT_S = 1800
 STALE_LOCK_S = 600
 
 
+BUILD_FAILED: dict[str, str] = {}  # op -> why its build failed in this process
+
+
 def comm_op_dir() -> Path:
     """The op's build directory in torch's extension cache (``TORCH_EXTENSIONS_DIR``)."""
     from torch.utils.cpp_extension import _get_build_directory
@@ -450,8 +453,14 @@ class Zero(TrainVariant):
             lock.unlink(missing_ok=True)
         if comm_op_built():
             return
+        if COMM_OP in BUILD_FAILED:  # every ZeRO variant shares the op: one try per process
+            raise RuntimeError(BUILD_FAILED[COMM_OP])
         say(f"{self.name}: building DeepSpeed's {COMM_OP} op once for this machine (minutes)")
-        build_comm_op()
+        try:
+            build_comm_op()
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            BUILD_FAILED[COMM_OP] = str(e)
+            raise RuntimeError(str(e)) from None
 
     def trainer(self, model, loss_fn, lr, device, world_size):
         return DeepSpeedTrainer(self, model, loss_fn, lr, device, world_size)
