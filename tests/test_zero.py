@@ -376,3 +376,18 @@ def test_a_failed_build_is_tried_once_for_every_zero_variant(monkeypatch, tmp_pa
         with pytest.raises(RuntimeError, match="ninja: error"):
             Zero(name).set_up(torch.device("cpu"), lambda line: None)
     assert tries == [1]
+
+
+def test_archbench_set_up_names_the_variant_that_failed(monkeypatch, tmp_path, capsys):
+    from bench.cli import main
+    from workloads import zero
+
+    monkeypatch.setattr(zero, "comm_op_dir", lambda: tmp_path)
+    monkeypatch.setattr(zero, "BUILD_FAILED", {})
+    monkeypatch.setattr(zero.importlib.util, "find_spec", lambda name: object())  # as if deepspeed were installed
+    monkeypatch.setattr(zero, "build_comm_op", lambda: (_ for _ in ()).throw(RuntimeError("ninja: error")))
+    assert main(["set-up"]) == 1
+    assert "archbench set-up: zero1: ninja: error" in capsys.readouterr().err
+    monkeypatch.setattr(zero, "build_comm_op", lambda: (tmp_path / f"{zero.COMM_OP}.so").touch())
+    monkeypatch.setattr(zero, "BUILD_FAILED", {})
+    assert main(["set-up"]) == 0
