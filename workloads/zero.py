@@ -218,11 +218,11 @@ def comm_op_built() -> bool:
     return (comm_op_dir() / f"{COMM_OP}.so").exists()
 
 
-def stale_comm_op_lock(now: float | None = None) -> Path | None:
+def stale_comm_op_lock() -> Path | None:
     """The build directory's lock when a killed process left it (older than STALE_LOCK_S)."""
     lock = comm_op_dir() / "lock"
     try:
-        age = (time.time() if now is None else now) - lock.stat().st_mtime
+        age = time.time() - lock.stat().st_mtime
     except FileNotFoundError:
         return None
     return lock if age > STALE_LOCK_S else None
