@@ -47,6 +47,7 @@ class CaseRequest:
     disable_gc: bool = False  # --benchmark-disable-gc
     run_once: bool = False  # --benchmark-disable: one timed step
     session_root: int = 0  # the pid whose process tree is this session (contention)
+    deadline: float | None = None  # time.monotonic() of the watchdog's kill (None: no watchdog)
 
     @property
     def spec(self) -> CaseSpec:
@@ -275,7 +276,7 @@ def run_case(req: CaseRequest, ranks: Ranks, stage: Stage) -> Outcome:
     try:
         case = build(req, stage)
         stage("warm-up")
-        warm = warm_up(case, req.settings.tier_spec, ranks) if not req.run_once else 0.0
+        warm = warm_up(case, req.settings.tier_spec, ranks, deadline=req.deadline) if not req.run_once else 0.0
         plan = plan_rounds(req.settings, case, warm, req.run_once)
         stage("timing")
         return conclude(req, case, time_case(req, case, plan, ranks), ranks, stage)

@@ -13,6 +13,7 @@ ratios (each round pairs the two sides' turns, so a drift that moves both cancel
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 import traceback
@@ -47,7 +48,7 @@ def turns_main(conn: Connection, req: CaseRequest, log: Path) -> None:
     try:
         case = build(req, stage)
         stage("warm-up")
-        warm = warm_up(case, req.settings.tier_spec, Ranks())
+        warm = warm_up(case, req.settings.tier_spec, Ranks(), deadline=req.deadline)
         plan_rounds(req.settings, case, warm)  # refuses what would outlast the case timeout
         conn.send(("ready", warm))
         outcome = conclude(req, case, _turns(conn, req, case, stage), Ranks(), stage)
@@ -112,10 +113,11 @@ def _await(sup: Supervisor, req: CaseRequest, w: Worker, kind: str, deadline: fl
 def run_group(sup: Supervisor, reqs: list[CaseRequest]) -> dict[str, Outcome]:
     """Build every case of ``reqs`` in its own worker, time them in turns, finish each."""
     oom_before = oom_kill_count()
+    deadline = time.monotonic() + sum(r.settings.timeout_s for r in reqs)
+    reqs = [dataclasses.replace(r, deadline=deadline) for r in reqs]
     workers = {r.id: sup.spawn(turns_main, r, sup.log_dir / f"{r.id}.log", duplex=True) for r in reqs}
     by_id = {r.id: r for r in reqs}
     outcomes: dict[str, Outcome] = {}
-    deadline = time.monotonic() + sum(r.settings.timeout_s for r in reqs)
     try:
         warm = {}
         for case_id, w in workers.items():

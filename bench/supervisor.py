@@ -192,11 +192,12 @@ class Supervisor:
         port = free_port() if ws > 1 else 0
         oom_before = oom_kill_count()
         workers = []
+        req = dataclasses.replace(req, deadline=time.monotonic() + req.settings.timeout_s)
         try:
             for rank in range(ws):
                 log = self.log_dir / (f"{req.id}.log" if ws == 1 else f"{req.id}.rank{rank}.log")
                 workers.append(self.spawn(worker.main, req, log, rank, port, rank=rank))
-            return self._watch(req, workers, time.monotonic() + req.settings.timeout_s, oom_before)
+            return self._watch(req, workers, req.deadline, oom_before)
         finally:
             self.end(workers)
 

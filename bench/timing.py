@@ -33,23 +33,33 @@ class Refused(Exception):
     """The case will not run here (status ``skipped``); the message says why."""
 
 
-def warm_up(case, tier: Tier, ranks: Ranks, step: Callable[[], None] | None = None) -> float:
+def warm_up(
+    case, tier: Tier, ranks: Ranks, step: Callable[[], None] | None = None, deadline: float | None = None
+) -> float:
     """Untimed steps before timing: ``tier.warmup_rounds``, then more until ``tier.warmup_s``
     has passed. Returns the steady step time (median of the steps after the first, which
     pays for first-touch allocation); it sets the round count and the case-timeout
     projection. Distributed: every rank runs the same number of steps and gets the slowest
-    rank's estimate."""
+    rank's estimate. ``deadline`` (``time.monotonic()``, the watchdog's): a step that would
+    end past it at the last step's time is not started; the case is Refused (skipped, with
+    the step time) instead of killed mid-warm-up as a timeout. The steps added to fill
+    ``warmup_s`` are short by construction and are not checked."""
     step = step or case.step
 
-    def run(n: int) -> list[float]:
-        times = []
+    def run(n: int, check: bool = False) -> list[float]:
+        times: list[float] = []
         for _ in range(n):
+            if check and times and ranks.max(float(time.monotonic() + times[-1] > deadline)):  # type: ignore[operator]
+                raise Refused(
+                    f"a warm-up step took {times[-1]:.3g}s and another would run past --case-timeout "
+                    f"({len(times)} of {n} warm-up steps done)"
+                )
             t0 = time.perf_counter()
             step()
             times.append(time.perf_counter() - t0)
         return times
 
-    times = run(max(tier.warmup_rounds, 1))
+    times = run(max(tier.warmup_rounds, 1), check=deadline is not None)
     steady = ranks.max(statistics.median(times[1:] or times))
     more = (tier.warmup_s - sum(times)) / max(steady, 1e-9)
     more = int(ranks.max(min(max(more, 0.0), float(tier.max_rounds))))

@@ -14,7 +14,7 @@ import torch
 
 from bench import interleave
 from bench.distributed import Ranks
-from bench.timing import timed_step, warm_up
+from bench.timing import Refused, timed_step, warm_up
 from reports.check import main as check_main
 from reports.inputs import load_input
 from reports.stats import compare_samples, min_p_value
@@ -164,6 +164,19 @@ def test_warm_up_runs_for_its_time_and_returns_the_steady_step() -> None:
     steady = warm_up(case, tier, Ranks())
     assert case.steps >= 0.1 / 0.006  # at least warmup_s of steps, not just 2
     assert 0.005 <= steady < 0.02
+
+
+def test_warm_up_stops_before_a_step_that_would_pass_the_deadline() -> None:
+    """A 0.2 s step with 0.3 s left: the second of three warm-up steps would end past it, so the
+    case is refused (skipped, with the step time) instead of killed by the watchdog."""
+    case = SleepyCase(0.2)
+    tier = SimpleNamespace(warmup_rounds=3, warmup_s=0.0, max_rounds=1000)
+    with pytest.raises(Refused, match=r"a warm-up step took 0\.2\d*s .*--case-timeout \(1 of 3 warm-up steps"):
+        warm_up(case, tier, Ranks(), deadline=time.monotonic() + 0.3)
+    assert case.steps == 1
+    roomy = SleepyCase(0.2)
+    assert 0.2 <= warm_up(roomy, tier, Ranks(), deadline=time.monotonic() + 5.0) < 0.4
+    assert roomy.steps == 3
 
 
 def test_injected_slowdown_adds_its_fraction_of_each_step() -> None:

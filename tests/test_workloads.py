@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from workloads import FAMILIES, NOMINAL_PARAMS, SIZE_ORDER, Unsupported, build_case, variant_names
 from workloads.base import count_params
+from workloads.compress.distill import student_config
 from workloads.data import load_digits_task, load_mnist_idx, load_task
 from workloads.probe import matmul_peak_tflops
 
@@ -32,6 +33,15 @@ def test_size_table_within_30_percent_of_nominal(family, size):
     _, model = meta_model(family, size)
     n = count_params(model)
     assert 0.7 * NOMINAL_PARAMS[size] <= n <= 1.3 * NOMINAL_PARAMS[size], n
+
+
+@pytest.mark.parametrize("family,size", FAMILY_SIZES)
+def test_config_counts_the_parameters_the_model_has(family, size):
+    """``n_params`` (budgets and students read it without building a model) against the model."""
+    W = FAMILIES[family]
+    for cfg in (W.Config.from_size(size), student_config(family, W.Config.from_size(size))):
+        with torch.device("meta"):
+            assert cfg.n_params() == count_params(W(cfg).build_model()), cfg
 
 
 @pytest.mark.parametrize("family,size", FAMILY_SIZES)

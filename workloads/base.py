@@ -65,6 +65,11 @@ class FamilyConfig:
         check_choice("size", size, tuple(cls.SIZES))
         return cls(**{**cls.SIZES[size], **overrides})
 
+    def n_params(self) -> int:
+        """The model's parameters, counted from the config (tied weights once): what
+        ``count_params(build_model())`` gives, without building it (tests compare the two)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count its parameters")
+
 
 class Workload:
     """One model family: builds the model, batches, loss and analytic FLOPs for a config.

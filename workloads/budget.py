@@ -15,12 +15,9 @@ of the steps and a cosine decay to a tenth of the peak rate at the last step.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
-import torch
-
-from .base import Workload, check_choice, count_params
+from .base import Workload, check_choice
 
 BUDGET_LEVELS = ("smoke", "standard", "full")
 DEFAULT_LEVEL = "standard"
@@ -71,12 +68,6 @@ class Budget:
         }
 
 
-@functools.lru_cache(maxsize=64)
-def _params(family_cls: type[Workload], size: str) -> int:
-    with torch.device("meta"):
-        return count_params(family_cls(family_cls.Config.from_size(size)).build_model())
-
-
 def samples_per_step(workload: Workload) -> int:
     """Samples one optimizer step of the accuracy task reads per rank (tokens for text)."""
     per_sample = workload.seq_len if workload.accuracy_task == "text" else 1
@@ -89,7 +80,7 @@ def accuracy_budget(workload: Workload, size: str, level: str = DEFAULT_LEVEL, s
     W = type(workload)
     per_step = samples_per_step(workload)
     if steps is None:
-        wanted = math.ceil(W.accuracy_samples_per_param * _params(W, size) / per_step)
+        wanted = math.ceil(W.accuracy_samples_per_param * W.Config.from_size(size).n_params() / per_step)
         steps = min(max(wanted, W.accuracy_min_steps), W.accuracy_max_steps[level])
     return Budget(
         steps=steps,

@@ -57,6 +57,10 @@ class CNNConfig(FamilyConfig):
         dims = [self.flat_features(), *self.fc, self.n_classes]
         return list(zip(dims[:-1], dims[1:], strict=True))
 
+    def n_params(self) -> int:
+        convs = sum(c_in * c_out * self.kernel**2 + c_out for c_in, c_out, _, _ in self.conv_shapes())
+        return convs + sum(d_in * d_out + d_out for d_in, d_out in self.fc_dims())
+
 
 class ConvNet(nn.Module):
     def __init__(self, cfg: CNNConfig):

@@ -33,6 +33,9 @@ class DenseConfig(FamilyConfig):
         dims = [self.in_features] + [self.width] * self.depth + [self.n_classes]
         return list(zip(dims[:-1], dims[1:], strict=True))
 
+    def n_params(self) -> int:
+        return sum(d_in * d_out + d_out for d_in, d_out in self.layer_dims())
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: DenseConfig):

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.machinery
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -252,10 +254,8 @@ class FSDP2(TrainVariant):
     def check(self, device: torch.device, world_size: int) -> None:
         if not torch.distributed.is_available():
             raise Unsupported(f"{self.name}: this torch build has no torch.distributed")
-        try:
-            from torch.distributed.fsdp import fully_shard  # noqa: F401
-        except ImportError as e:
-            raise Unsupported(f"{self.name}: torch {torch.__version__} has no FSDP2 fully_shard ({e})") from None
+        if not has_fully_shard():
+            raise Unsupported(f"{self.name}: torch {torch.__version__} has no FSDP2 fully_shard")
         if device.type == "cuda" and self.compute_dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise Unsupported(f"{self.name}: {torch.cuda.get_device_name(device)} has no bfloat16 support")
 
@@ -270,6 +270,13 @@ class FSDP2(TrainVariant):
         """The formula for a model whose parameters all sit in sharded layers (no root group);
         the trainer gives the model's own (``FSDPTrainer.predicted_state_bytes``)."""
         return self.state_bytes(n_params, 0, world_size)
+
+
+def has_fully_shard() -> bool:
+    """Whether this torch ships FSDP2 (``torch.distributed.fsdp._fully_shard``), found without
+    importing it: importing ``torch.distributed.fsdp`` takes 2 s, which ``--plan`` paid per session."""
+    fsdp = [os.path.join(path, "fsdp") for path in torch.distributed.__path__]
+    return importlib.machinery.PathFinder.find_spec("_fully_shard", fsdp) is not None
 
 
 FSDP_VARIANTS = {b + p: functools.partial(FSDP2, b, p) for b in BASES for p in PRECISIONS}

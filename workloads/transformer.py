@@ -44,6 +44,12 @@ class TransformerConfig(FamilyConfig):
         """Weights that take part in a matmul per token: the blocks' Linear layers and the head."""
         return self.n_layer * 12 * self.d_model**2 + self.vocab_size * self.d_model
 
+    def n_params(self) -> int:
+        """Embeddings (the head is tied to ``wte``), per block two LayerNorms, qkv, proj and the
+        MLP with their biases (12 d^2 + 13 d), and the final LayerNorm."""
+        d = self.d_model
+        return (self.vocab_size + self.seq_len) * d + self.n_layer * (12 * d * d + 13 * d) + 2 * d
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: TransformerConfig):

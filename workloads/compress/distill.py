@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..base import FamilyConfig, count_params
+from ..base import FamilyConfig
 
 # Defaults of ``hinton_loss``. T = 4 softens a 10-class output enough that the teacher's ranking of the wrong
 # classes carries signal without flattening it to uniform (Hinton et al. 2015 report T in 2..20, lower for
@@ -70,24 +70,16 @@ NARROWER: dict[str, Callable[[FamilyConfig], FamilyConfig]] = {
 }
 
 
-def family_params(family: str, cfg: FamilyConfig) -> int:
-    """Parameters of ``family``'s model for ``cfg``, built on the meta device (no memory)."""
-    from ..registry import FAMILIES  # here: the registry may come to import this package
-
-    with torch.device("meta"):
-        return count_params(FAMILIES[family](cfg).build_model())
-
-
 def student_config(family: str, cfg: FamilyConfig, max_ratio: float = MAX_STUDENT_RATIO) -> FamilyConfig:
     """The teacher's config narrowed (halved widths, repeated) until it has <= ``max_ratio`` of its parameters."""
     if family not in NARROWER:
         raise ValueError(f"student_config: unknown family {family!r}; allowed: {', '.join(NARROWER)}")
-    teacher = family_params(family, cfg)
+    teacher = cfg.n_params()
     student, params = cfg, teacher
     while params > max_ratio * teacher:
         narrower = NARROWER[family](student)
         if narrower == student:
             raise ValueError(f"{family}: cannot narrow {cfg} to {max_ratio} of its parameters")
-        student, params = narrower, family_params(family, narrower)
+        student, params = narrower, narrower.n_params()
     assert params <= max_ratio * teacher, (params, teacher)
     return student
