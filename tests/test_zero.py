@@ -152,11 +152,17 @@ def test_launcher_world_size_must_match(monkeypatch):
 
 
 PARITY_VARIANTS = ("fp32", "zero1", "zero2", "zero3", "zero1+bf16", "zero2+bf16", "zero3+bf16")
+# the default suite's share (each DeepSpeed engine start at 2 ranks costs seconds on 2 cores): every
+# stage on dense, the stage that shards most on the transformer, bf16 once per family
+QUICK_PARITY = {
+    "dense": ("fp32", "zero1", "zero2", "zero3", "zero2+bf16"),
+    "transformer": ("fp32", "zero3", "zero3+bf16"),
+}
 
 
-def parity_worker(out: str) -> None:
-    """Under torchrun: train each variant from the same seed on the same per-rank batches,
-    write the rank-mean loss of every step (rank 0) to ``out`` as JSON."""
+def parity_worker(out: str, variants: str) -> None:
+    """Under torchrun: train each variant (``variants``: JSON, family -> names) from the same seed
+    on the same per-rank batches, write the rank-mean loss of every step (rank 0) to ``out``."""
     import torch.distributed as dist
 
     from workloads.registry import FAMILIES
@@ -166,7 +172,7 @@ def parity_worker(out: str) -> None:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     cpu = torch.device("cpu")
     result: dict[str, dict[str, list[float]]] = {}
-    for family in ("dense", "transformer"):
+    for family, names in json.loads(variants).items():
         W = FAMILIES[family]
         workload = W(W.Config.from_size("xs"))
         # each rank its own data, the same per variant: random inputs and labels for dense (memorized);
@@ -178,7 +184,7 @@ def parity_worker(out: str) -> None:
         else:
             gen = torch.Generator().manual_seed(100 + rank)
             batches = [workload.synthetic_batch(16, cpu, gen) for _ in range(PARITY_STEPS)]
-        for name in PARITY_VARIANTS:
+        for name in names:
             torch.manual_seed(0)
             trainer = get_variant(name).trainer(workload.build_model(), workload.loss, 1e-3, cpu, world_size)
             losses = [float(trainer.train_step(*batch)) for batch in batches]
@@ -191,21 +197,32 @@ def parity_worker(out: str) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.slow
-@needs_deepspeed
-def test_loss_parity_with_ddp_at_two_ranks(tmp_path):
+def check_parity(tmp_path: Path, variants: dict[str, tuple[str, ...]]) -> None:
     out = tmp_path / "losses.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(distributed.free_port()), __file__, str(out)]  # fmt: skip
+           "--master-port", str(distributed.free_port()), __file__, str(out), json.dumps(variants)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     losses = json.loads(out.read_text())
+    assert {f: tuple(v) for f, v in losses.items()} == variants
     for family, by_variant in losses.items():
         ddp = by_variant["fp32"]
         assert abs(ddp[-1] - ddp[0]) > 1e-2 * abs(ddp[0]), f"{family}: training moved the loss too little to compare"
         for name, got in by_variant.items():
             rtol = RTOL_BF16 if name.endswith("+bf16") else RTOL_FP32
             assert got == pytest.approx(ddp, rel=rtol), f"{family} {name} vs DDP fp32: {got} != {ddp}"
+
+
+@pytest.mark.slow
+@needs_deepspeed
+def test_loss_parity_with_ddp_at_two_ranks(tmp_path):
+    check_parity(tmp_path, QUICK_PARITY)
+
+
+@pytest.mark.nightly
+@needs_deepspeed
+def test_loss_parity_of_every_stage_and_precision_at_two_ranks(tmp_path):
+    check_parity(tmp_path, {"dense": PARITY_VARIANTS, "transformer": PARITY_VARIANTS})
 
 
 # --------------------------------------------------------------------------------------
@@ -283,7 +300,7 @@ def test_torchrun_launch_and_zero3_halves_the_state(dense_s_rank_runs, tmp_path)
 
 
 if __name__ == "__main__":
-    parity_worker(sys.argv[1])
+    parity_worker(sys.argv[1], sys.argv[2])
 
 
 # --------------------------------------------------------------------------------------
