@@ -18,7 +18,7 @@ import torch
 
 from reports.metrics import METRICS
 from reports.schema import SCHEMA
-from workloads import Unsupported, tta
+from workloads import Unsupported, accuracy, tta
 from workloads.probe import matmul_peak_tflops
 from workloads.registry import VariantFactory, build_case
 
@@ -216,12 +216,19 @@ def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
     --time-to-accuracy (private keys such as ``_correct`` stay until ``finish_info``)."""
     s = req.settings
     if not s.accuracy:
-        off = "disabled with --no-accuracy"
-        acc = {"accuracy": None, "accuracy_metric": "top1", "bits_per_byte": None}
-        acc["_reasons"] = {"accuracy": off, "bits_per_byte": off}
-    else:
-        acc = case.runnable.accuracy()
+        return no_accuracy("disabled with --no-accuracy")
+    try:
+        with accuracy.deadline(req.deadline):
+            acc = case.runnable.accuracy()
+    except accuracy.OutOfTime as e:
+        return no_accuracy(str(e))
     return acc if s.tta is None else tta.with_time_to_accuracy(acc, case.runnable, s.tta)
+
+
+def no_accuracy(reason: str) -> dict[str, Any]:
+    """The accuracy fields of a case that has none, with the reason."""
+    return {"accuracy": None, "accuracy_metric": "top1", "bits_per_byte": None,
+            "_reasons": {"accuracy": reason, "bits_per_byte": reason}}  # fmt: skip
 
 
 def finish_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import ctypes
 import importlib
 import os
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -98,10 +99,11 @@ class Stages:
 
     def __init__(self, conn: Connection, case_id: str):
         self.conn, self.case_id, self.current = conn, case_id, "starting"
+        self.started = time.monotonic()
 
     def __call__(self, name: str) -> None:
         self.current = name
-        print(f"archbench: {self.case_id}: {name}", flush=True)
+        print(f"archbench: {self.case_id}: {name} (at {time.monotonic() - self.started:.2f}s)", flush=True)
         self.conn.send(("stage", name))
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import math
 import socket
+import time
 import warnings
 
 import pytest
@@ -240,6 +241,31 @@ def test_make_trainer_gets_the_task_loss_and_the_budget_schedule():
     )
     assert seen["rates"] == pytest.approx([budget.lr_at(step) for step in range(4)])
     assert result["accuracy_steps"] == 4 and result["bits_per_byte"] > 0
+
+
+def test_training_stops_before_the_deadline_it_cannot_meet():
+    """Within ``accuracy.deadline``, 40 steps of 50 ms with 0.5 s left stop early with the pace
+    in the reason (the pipeline then reports accuracy absent, not a timeout); with room, all run."""
+    ctx = build_case("dense", "xs", "fp32", accuracy_steps=40).ctx
+    budget = accuracy.case_budget(ctx)
+
+    class Slow:
+        steps = 0
+
+        def train_step(self, inputs, targets):
+            Slow.steps += 1
+            time.sleep(0.05)
+
+    with accuracy.deadline(time.monotonic() + 0.5), pytest.raises(accuracy.OutOfTime, match=r"of its 40 steps done"):
+        accuracy.train(ctx, Slow(), budget, 0)
+    assert 2 <= Slow.steps < 10  # it stops once a step after the first has set the pace
+    Slow.steps = 0
+    with accuracy.deadline(time.monotonic() + 60):
+        accuracy.train(ctx, Slow(), budget, 0)
+    assert Slow.steps == 40
+    Slow.steps = 0
+    accuracy.train(ctx, Slow(), dataclasses.replace(budget, steps=5), 0)  # outside it: never checked
+    assert Slow.steps == 5
 
 
 def test_set_lr_reaches_a_trainer_whose_optimizer_comes_later():

@@ -15,6 +15,8 @@ Data-parallel ranks each read their own shard of every global batch (``ctx.data_
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +30,31 @@ from .tasks import SPLITS, Task, task_for
 # make_trainer(model, loss_fn, lr) -> a variant's Trainer around ``model``
 MakeTrainer = Callable[[nn.Module, Callable[[torch.Tensor, torch.Tensor], torch.Tensor], float], Any]
 
-__all__ = ["SPLITS", "MakeTrainer", "batches", "case_budget", "evaluate", "train", "train_and_evaluate"]
+__all__ = [
+    "SPLITS", "MakeTrainer", "OutOfTime", "batches", "case_budget", "deadline", "evaluate", "train",
+    "train_and_evaluate",
+]  # fmt: skip
+
+EVAL_RESERVE = 0.1  # of the training still to do: what the evaluation after it may take (and noise)
+_deadline: float | None = None
+
+
+class OutOfTime(Exception):
+    """Training for the accuracy task stopped: finishing it would pass the case's deadline."""
+
+
+@contextlib.contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Within it, ``train`` on one rank stops with OutOfTime when, at its steps' pace so far, the
+    rest of its budget would end past ``at`` (``time.monotonic()``; the case watchdog's kill):
+    the case keeps what it measured and says why its accuracy is absent, instead of being killed.
+    Ranks of a distributed case would have to agree to stop, so they are not checked."""
+    global _deadline
+    before, _deadline = _deadline, at
+    try:
+        yield
+    finally:
+        _deadline = before
 
 
 def case_budget(ctx: CaseContext) -> Budget:
@@ -66,9 +92,21 @@ def train(ctx: CaseContext, trainer: Any, budget: Budget, seed: int, task: Task 
     """``budget.steps`` steps of ``trainer.train_step(inputs, targets)`` on batches of the fit
     split, the learning rate following the budget's schedule (``Budget.lr_at``)."""
     data = batches(ctx, seed, budget.batch_size, task)
+    check = _deadline is not None and ctx.world_size == 1
+    after_first = 0.0
     for step in range(budget.steps):
+        if check and step >= 2:  # the pace of the steps after the first (which allocates)
+            now = time.monotonic()
+            rest = (now - after_first) / (step - 1) * (budget.steps - step) * (1 + EVAL_RESERVE)
+            if now + rest > _deadline:  # type: ignore[operator]
+                raise OutOfTime(
+                    f"the accuracy task would run past --case-timeout: {step} of its {budget.steps} steps done, "
+                    f"the rest about {rest:.0f}s with {_deadline - now:.0f}s left"  # type: ignore[operator]
+                )
         set_lr(trainer, budget.lr_at(step))
         trainer.train_step(*next(data))
+        if step == 0:
+            after_first = time.monotonic()
 
 
 def train_and_evaluate(ctx: CaseContext, make_trainer: MakeTrainer) -> dict[str, Any]:
