@@ -39,7 +39,7 @@ def suite_step(size: str, tier: str) -> dict:
         cmd = [
             sys.executable, "-m", "pytest", str(REPO / "bench"), "--benchmark-only", "-q",
             "-p", "no:cacheprovider", "--tier", tier, "--family", "transformer", "--size", size,
-            "--variant", "fp32", "--no-accuracy", "--results-dir", "", "--benchmark-json", str(out),
+            "--variant", "fp32", "--phase", "train", "--no-accuracy", "--results-dir", "", "--benchmark-json", str(out),
             "--case-timeout", "600",
         ]  # fmt: skip
         subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True)
