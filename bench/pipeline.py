@@ -216,12 +216,13 @@ def accuracy_fields(req: CaseRequest, case) -> dict[str, Any]:
     --time-to-accuracy (private keys such as ``_correct`` stay until ``finish_info``)."""
     s = req.settings
     if not s.accuracy:
-        return no_accuracy("disabled with --no-accuracy")
-    try:
-        with accuracy.deadline(req.deadline):
-            acc = case.runnable.accuracy()
-    except accuracy.OutOfTime as e:
-        return no_accuracy(str(e))
+        acc = no_accuracy("disabled with --no-accuracy")
+    else:
+        try:
+            with accuracy.deadline(req.deadline):
+                acc = case.runnable.accuracy()
+        except accuracy.OutOfTime as e:
+            acc = no_accuracy(str(e))
     return acc if s.tta is None else tta.with_time_to_accuracy(acc, case.runnable, s.tta)
 
 
