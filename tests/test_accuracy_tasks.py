@@ -24,6 +24,7 @@ from reports.table import render_tables
 from workloads import FAMILIES, SIZE_ORDER, accuracy, build_case
 from workloads.accuracy import evaluate
 from workloads.budget import BUDGET_LEVELS, accuracy_budget, set_lr
+from workloads.compress.distill import SETTINGS
 from workloads.compressed import RANK_CANDIDATES, calibration
 from workloads.context import CaseContext
 from workloads.data import load_task
@@ -328,6 +329,7 @@ def test_compressed_transformer_is_judged_per_predicted_byte(reference_cache, va
     assert info["reference_cached"] is False and list(reference_cache.glob("references/transformer-xs-*.pt"))
     if variant == "distill":
         assert info["distill_steps"] == 2 and info["student_params"] < info["teacher_params"]
+        assert (info["distill_temperature"], info["distill_alpha"]) == SETTINGS["text"] == (1.0, 0.5)
         assert 0 <= info["accuracy_no_teacher"] <= 1
     else:
         assert set(info["rank_scores"]) <= {f"{k:.4g}" for k in RANK_CANDIDATES} and info["rank_target"] > 0

@@ -279,19 +279,20 @@ class Distill(Compressed):
 
     def compress(self, ctx, reference):
         from .compress import hinton_loss, student_config
-        from .compress.distill import ALPHA, TEMPERATURE
+        from .compress.distill import SETTINGS
 
         w = ctx.workload
         student_ctx = dataclasses.replace(ctx, workload=type(w)(student_config(ctx.family, w.cfg)))
         steps = int(FINE_TUNE_FRACTION * accuracy.case_budget(ctx).steps * 2)
         task = task_for(w, ctx.data_dir)
+        temperature, alpha = SETTINGS[w.accuracy_task]
 
         def distilled(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             """Hinton's loss on the scored logits: per image, or per token of the text task."""
             with torch.no_grad():
                 teacher, _ = task.scored_logits(reference(x), y)
             student, targets = task.scored_logits(model(x), y)
-            return hinton_loss(student, teacher, targets, TEMPERATURE, ALPHA)
+            return hinton_loss(student, teacher, targets, temperature, alpha)
 
         torch.manual_seed(ctx.seed)
         student = student_ctx.workload.build_model().to(ctx.device)
@@ -302,8 +303,8 @@ class Distill(Compressed):
         fields = {
             "student_params": count_params(student),
             "teacher_params": count_params(reference),
-            "distill_temperature": TEMPERATURE,
-            "distill_alpha": ALPHA,
+            "distill_temperature": temperature,
+            "distill_alpha": alpha,
             "distill_steps": steps,
             "accuracy_no_teacher": accuracy.evaluate(ctx, inference(alone))["accuracy"],
         }
