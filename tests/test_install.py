@@ -133,6 +133,7 @@ def test_archbench_run_and_report_table(installed: tuple[Path, Path, dict[str, s
     assert "1 earlier run(s) in results" in plan  # the run above, found in the working directory
 
 
+@pytest.mark.nightly  # the archbench run above starts its workers outside the checkout, with no path to it
 def test_workers_import_the_installed_package(installed: tuple[Path, Path, dict[str, str]]) -> None:
     venv, work, env = installed
     probe = work / "where.py"
@@ -150,18 +151,23 @@ def test_workers_import_the_installed_package(installed: tuple[Path, Path, dict[
     assert files and all(Path(f).is_relative_to(venv) for f in files), files
 
 
-def test_plain_pytest_pyargs_runs_the_installed_bench(installed: tuple[Path, Path, dict[str, str]]) -> None:
+def test_plain_pytest_pyargs_collects_the_installed_bench(installed: tuple[Path, Path, dict[str, str]]) -> None:
     """``pytest --pyargs bench --benchmark-only``: the conftest is found in the installed package
     (it parametrizes the tests); its options need ``archbench run``, so the smoke tier's defaults
-    apply and ``-k`` picks one case."""
+    apply."""
     venv, work, env = installed
-    python = str(venv / "bin" / "python")
-    listed = run([python, "-m", "pytest", "--pyargs", "bench", "--benchmark-only", "--collect-only", "-q",
-                  "-p", "no:cacheprovider"], work, env).stdout  # fmt: skip
+    listed = run([str(venv / "bin" / "python"), "-m", "pytest", "--pyargs", "bench", "--benchmark-only",
+                  "--collect-only", "-q", "-p", "no:cacheprovider"], work, env).stdout  # fmt: skip
     assert "test_train.py::test_train[transformer-m-amp-fp16]" in listed
     assert "21 tests collected" in listed
-    done = run([python, "-m", "pytest", "--pyargs", "bench", "--benchmark-only", "-p", "no:cacheprovider",
-                "-k", "dense-xs-fp32", "--benchmark-json", "pyargs.json"], work, env)  # fmt: skip
+
+
+@pytest.mark.nightly
+def test_plain_pytest_pyargs_runs_the_installed_bench(installed: tuple[Path, Path, dict[str, str]]) -> None:
+    """The same, running one case (``-k``) at the smoke tier's defaults, accuracy on."""
+    venv, work, env = installed
+    done = run([str(venv / "bin" / "python"), "-m", "pytest", "--pyargs", "bench", "--benchmark-only", "-p",
+                "no:cacheprovider", "-k", "dense-xs-fp32", "--benchmark-json", "pyargs.json"], work, env)  # fmt: skip
     assert "1 passed" in done.stdout, done.stdout[-2000:]
     (bench,) = json.loads((work / "pyargs.json").read_text())["benchmarks"]
     assert bench["extra_info"]["accuracy"] > 0.5  # the smoke tier's defaults: accuracy on

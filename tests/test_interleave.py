@@ -35,9 +35,16 @@ def only_result(path: Path):
     return run, result
 
 
-def test_sides_take_turns_and_write_results_reports_read(tmp_path: Path) -> None:
-    paths = session(tmp_path)
-    assert set(paths) == {"a", "b"}
+@pytest.fixture(scope="module")
+def three_sides(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One session: sides a and b alike, and "slow" with +100% injected."""
+    tmp_path = tmp_path_factory.mktemp("interleave")
+    return tmp_path, session(tmp_path, "--inject-slowdown", "slow=1.0", sides=("a", "b", "slow"))
+
+
+def test_sides_take_turns_and_write_results_reports_read(three_sides) -> None:
+    tmp_path, paths = three_sides
+    assert set(paths) == {"a", "b", "slow"}
     infos = {}
     for name, path in paths.items():
         assert path.parent == tmp_path / "out" / name
@@ -57,18 +64,19 @@ def test_sides_take_turns_and_write_results_reports_read(tmp_path: Path) -> None
             assert info[key] is None and "interleaved" in info["absent"][key]
     # one window per side per round: the sides took turns
     rounds = infos["a"]["interleave"]["rounds"]
-    assert infos["a"]["interleave"]["windows"] == infos["b"]["interleave"]["windows"] == rounds >= 10
+    windows = {name: info["interleave"]["windows"] for name, info in infos.items()}
+    assert windows == dict.fromkeys(paths, rounds) and rounds >= 10
 
 
-def test_injected_slowdown_is_measured_and_gated(tmp_path: Path) -> None:
-    paths = session(tmp_path, "--inject-slowdown", "slow=1.0", sides=("plain", "slow"))
-    plain = only_result(paths["plain"])[1].extra_info
+def test_injected_slowdown_is_measured_and_gated(three_sides) -> None:
+    _, paths = three_sides
+    plain = only_result(paths["a"])[1].extra_info
     slow = only_result(paths["slow"])[1].extra_info
     assert slow["interleave"]["inject_slowdown"] == 1.0
     assert slow["step_time_s"] > 1.5 * plain["step_time_s"]  # +100% injected, noise aside
     quiet = io.StringIO()
-    assert check_main(["--baseline", str(paths["plain"]), str(paths["slow"])], stdout=quiet) == 1
-    assert check_main(["--baseline", str(paths["slow"]), str(paths["plain"])], stdout=quiet) == 0
+    assert check_main(["--baseline", str(paths["a"]), str(paths["slow"])], stdout=quiet) == 1
+    assert check_main(["--baseline", str(paths["slow"]), str(paths["a"])], stdout=quiet) == 0
 
 
 def test_a_case_a_side_cannot_run_is_recorded_with_its_reason(tmp_path: Path) -> None:
