@@ -35,6 +35,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def linear_params(dims: Sequence[tuple[int, int]]) -> int:
+    """Weights and biases of a chain of Linear layers ``(in, out)``."""
+    return sum(d_in * d_out + d_out for d_in, d_out in dims)
+
+
 def linear_infer_flops(dims: Sequence[tuple[int, int]]) -> int:
     """Forward FLOPs of a chain of matmuls ``(in, out)`` per row."""
     return sum(2 * d_in * d_out for d_in, d_out in dims)

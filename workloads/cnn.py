@@ -13,7 +13,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .base import FamilyConfig, Workload, linear_infer_flops, linear_train_flops
+from .base import FamilyConfig, Workload, linear_infer_flops, linear_params, linear_train_flops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,7 @@ class CNNConfig(FamilyConfig):
 
     def n_params(self) -> int:
         convs = sum(c_in * c_out * self.kernel**2 + c_out for c_in, c_out, _, _ in self.conv_shapes())
-        return convs + sum(d_in * d_out + d_out for d_in, d_out in self.fc_dims())
+        return convs + linear_params(self.fc_dims())
 
 
 class ConvNet(nn.Module):

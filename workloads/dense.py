@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from .base import FamilyConfig, Workload, linear_infer_flops, linear_train_flops
+from .base import FamilyConfig, Workload, linear_infer_flops, linear_params, linear_train_flops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class DenseConfig(FamilyConfig):
         return list(zip(dims[:-1], dims[1:], strict=True))
 
     def n_params(self) -> int:
-        return sum(d_in * d_out + d_out for d_in, d_out in self.layer_dims())
+        return linear_params(self.layer_dims())
 
 
 class MLP(nn.Module):
