@@ -62,10 +62,10 @@ def test_uncertainty_fields_and_their_absence():
 
 def test_the_plan_fills_the_budget_and_refuses_past_the_timeout():
     case = SimpleNamespace(family="dense", size="xs", phase="train", world_size=1, data_ranks=1, flops_per_step=1e9)
-    s = Settings(accuracy=False)  # smoke: 1.5 s of rounds, 6 to 2000
+    s = Settings(accuracy=False)  # smoke: 3 s of rounds, 9 to 2000
     plan = plan_rounds(s, case, warm=0.01)
-    assert (plan.min_rounds, plan.max_rounds, plan.ceiling, plan.target_ci) == (6, 150, "budget", 0.02)
+    assert (plan.min_rounds, plan.max_rounds, plan.ceiling, plan.target_ci) == (9, 300, "budget", 0.02)
     assert plan_rounds(s, case, warm=1e-6).ceiling == "max_rounds"
     assert plan_rounds(s, case, warm=0.01, run_once=True) == RoundPlan(1, 1, None, "once")
-    with pytest.raises(Refused, match="projected 120s from the measured warm-up step of 20s"):
+    with pytest.raises(Refused, match="projected 180s from the measured warm-up step of 20s"):
         plan_rounds(Settings(accuracy=False, case_timeout_s=60), case, warm=20.0)

@@ -37,13 +37,14 @@ from torch import nn
 from . import accuracy
 from .base import count_params
 from .context import CaseContext
-from .reference import trained_reference
+from .reference import reference_budget, trained_reference
 from .tasks import task_for
 from .variants import ForwardStep, InferVariant, Runnable
 
 PRUNE_RATIO = 0.5  # half the channels and heads
 SPARSITY = 0.5
-FINE_TUNE_FRACTION = 0.5  # fine-tunes and students: this share of the reference's training budget
+FINE_TUNE_FRACTION = 0.5  # pruning's fine-tunes: this share of the reference's training steps
+# students (with and without the teacher) train as many steps as the reference: the teacher's budget
 RANK_CANDIDATES = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2)
 RANK_TARGET = 0.99  # of the reference's validation accuracy
 
@@ -224,7 +225,7 @@ class Prune(Compressed):
         from .compress import prune_structured
 
         example, _ = ctx.workload.synthetic_batch(2, ctx.device, torch.Generator().manual_seed(ctx.seed))
-        steps = int(FINE_TUNE_FRACTION * accuracy.case_budget(ctx).steps)
+        steps = int(FINE_TUNE_FRACTION * reference_budget(ctx).steps)
         pruned = prune_structured(reference, example, PRUNE_RATIO, fine_tune=lambda m: fine_tune(ctx, m, steps))
         fields = {"prune_ratio": PRUNE_RATIO, "params_before": pruned.params_before, "fine_tune_steps": steps}
         return pruned.model.eval(), pruned.model, fields
@@ -236,7 +237,7 @@ class PruneUnstructured(Compressed):
     def compress(self, ctx, reference):
         from .compress import prune_unstructured
 
-        steps = int(FINE_TUNE_FRACTION * accuracy.case_budget(ctx).steps)
+        steps = int(FINE_TUNE_FRACTION * reference_budget(ctx).steps)
         done = prune_unstructured(reference, SPARSITY, fine_tune=lambda m: fine_tune(ctx, m, steps))
         fields = {"sparsity": done.sparsity, "fine_tune_steps": steps, "storage": "dense (zeros stored)"}
         return done.model.eval(), done.model, fields
@@ -283,7 +284,7 @@ class Distill(Compressed):
 
         w = ctx.workload
         student_ctx = dataclasses.replace(ctx, workload=type(w)(student_config(ctx.family, w.cfg)))
-        steps = int(FINE_TUNE_FRACTION * accuracy.case_budget(ctx).steps * 2)
+        steps = reference_budget(ctx).steps
         task = task_for(w, ctx.data_dir)
         temperature, alpha = SETTINGS[w.accuracy_task]
 

@@ -3,9 +3,10 @@ cached on disk, and the starting point of every inference variant (fp32 inferenc
 each compression technique, which transforms it).
 
 The reference trains on the fit split of the family's task (``workloads.tasks``: digits, or
-the text corpus for the transformer) with the fp32 variant's trainer, for ``REFERENCE_STEPS_FACTOR``
-times the case's accuracy budget (``workloads.budget``: its level, batch, peak learning rate and
-schedule). The cache key holds everything the trained weights depend on: family, size and
+the text corpus for the transformer) with the fp32 variant's trainer, at the case's accuracy budget
+(``workloads.budget``: its level, steps, batch, peak learning rate and schedule): the same training
+as the fp32 training case's accuracy stage at that tier, so ``accuracy_reference`` means what the
+train phase's fp32 accuracy means. The cache key holds everything the trained weights depend on: family, size and
 config, the seed, the training budget (level, steps, batch, learning rate and its schedule), the
 task's data (``Task.identity``: a hash of the digits, or the corpus's sha256, and the split), and
 the torch version. The cache lives in ``$ARCHBENCH_CACHE`` (default
@@ -34,7 +35,6 @@ from .tasks import task_for
 from .variants import FP32
 
 CACHE_ENV = "ARCHBENCH_CACHE"
-REFERENCE_STEPS_FACTOR = 2  # the reference trains twice the accuracy budget of a training variant
 
 
 def cache_dir() -> Path:
@@ -42,9 +42,9 @@ def cache_dir() -> Path:
 
 
 def reference_budget(ctx: CaseContext) -> Budget:
-    """The case's accuracy budget with ``REFERENCE_STEPS_FACTOR`` times its steps."""
-    budget = accuracy.case_budget(ctx)
-    return dataclasses.replace(budget, steps=REFERENCE_STEPS_FACTOR * budget.steps)
+    """The reference's training: the case's accuracy budget (fine-tunes and students take theirs
+    from it)."""
+    return accuracy.case_budget(ctx)
 
 
 def reference_key(ctx: CaseContext) -> dict[str, Any]:

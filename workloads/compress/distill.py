@@ -8,7 +8,6 @@ an easy task (digits) the teacher may not help (a 42x smaller student: 96.9% dis
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 
 import torch
@@ -53,39 +52,48 @@ def hinton_loss(
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def _narrower_dense(cfg):
-    return dataclasses.replace(cfg, width=max(1, cfg.width // 2))
+def _scaled_dense(cfg, scale: float):
+    return dataclasses.replace(cfg, width=max(1, round(cfg.width * scale)))
 
 
-def _narrower_cnn(cfg):
-    stages = tuple((max(1, c // 2), n) for c, n in cfg.stages)
-    return dataclasses.replace(cfg, stages=stages, fc=tuple(max(1, w // 2) for w in cfg.fc))
+def _scaled_cnn(cfg, scale: float):
+    stages = tuple((max(1, round(c * scale)), n) for c, n in cfg.stages)
+    return dataclasses.replace(cfg, stages=stages, fc=tuple(max(1, round(w * scale)) for w in cfg.fc))
 
 
-def _narrower_transformer(cfg):
-    d_model = max(1, cfg.d_model // 2)
-    n_head = cfg.n_head // 2 if cfg.n_head % 2 == 0 else cfg.n_head  # keep the head size where possible
-    return dataclasses.replace(cfg, d_model=d_model, n_head=math.gcd(d_model, n_head))
+def _scaled_transformer(cfg, scale: float):
+    heads = cfg.n_head  # kept: d_model stays a multiple of it, each head narrower
+    return dataclasses.replace(cfg, d_model=heads * max(1, round(cfg.d_model * scale / heads)))
 
 
-# family -> one step narrower (depth is kept: the student runs the same pipeline, only thinner)
-NARROWER: dict[str, Callable[[FamilyConfig], FamilyConfig]] = {
-    "dense": _narrower_dense,
-    "cnn": _narrower_cnn,
-    "transformer": _narrower_transformer,
+# family -> its config with every width times ``scale`` (depth is kept: the student runs the same
+# pipeline, only thinner)
+SCALED: dict[str, Callable[[FamilyConfig, float], FamilyConfig]] = {
+    "dense": _scaled_dense,
+    "cnn": _scaled_cnn,
+    "transformer": _scaled_transformer,
 }
 
 
 def student_config(family: str, cfg: FamilyConfig, max_ratio: float = MAX_STUDENT_RATIO) -> FamilyConfig:
-    """The teacher's config narrowed (halved widths, repeated) until it has <= ``max_ratio`` of its parameters."""
-    if family not in NARROWER:
-        raise ValueError(f"student_config: unknown family {family!r}; allowed: {', '.join(NARROWER)}")
+    """The widest student of the teacher's family and depth with at most ``max_ratio`` of its parameters.
+
+    Its widths are the teacher's times one scale, the largest (to 1/1000, by bisection) whose model fits
+    the ratio. Halving every width instead would leave a transformer or a dense net about a quarter of the
+    teacher's parameters: on transformer-s that student ended 7.3 points under its teacher.
+    """
+    if family not in SCALED:
+        raise ValueError(f"student_config: unknown family {family!r}; allowed: {', '.join(SCALED)}")
     teacher = cfg.n_params()
-    student, params = cfg, teacher
-    while params > max_ratio * teacher:
-        narrower = NARROWER[family](student)
-        if narrower == student:
-            raise ValueError(f"{family}: cannot narrow {cfg} to {max_ratio} of its parameters")
-        student, params = narrower, narrower.n_params()
-    assert params <= max_ratio * teacher, (params, teacher)
+    scaled = SCALED[family]
+    lo, hi = 0.0, 1.0
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        if scaled(cfg, mid).n_params() <= max_ratio * teacher:
+            lo = mid
+        else:
+            hi = mid
+    student = scaled(cfg, lo)
+    if student == cfg or student.n_params() > max_ratio * teacher:
+        raise ValueError(f"{family}: cannot narrow {cfg} to {max_ratio} of its parameters")
     return student
