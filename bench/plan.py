@@ -16,6 +16,12 @@ A case's estimate, first rule that applies:
    budget's ceiling of rounds, where ``--target-ci`` may stop sooner); then
    ``overhead + warm-up + rounds * step + accuracy task at the step's FLOP rate``.
 
+An inference case adds what its build costs before any step (``preparation``): the training its
+compressed variant runs (fine-tunes, distillation students: ``prepare_flops``), and, for the
+first case of a family and size whose trained reference is not in the cache, that reference's
+training, both at fp32's training rate (peak times ``EFFICIENCY``); and ``COMPILE_S`` for a
+variant that compiles its forward.
+
 Peaks come from the newest earlier run, else ``NOMINAL_PEAKS`` (this project's 2-core
 calibration VM, under the load it had: a first estimate on another machine is rough). Fixed
 costs (session start, a case's worker start and build) are seconds on the calibration VM scaled
@@ -33,7 +39,7 @@ from types import SimpleNamespace
 
 from workloads import Unsupported
 from workloads.probe import DTYPES
-from workloads.registry import parse_device, tier_batch_size, workload
+from workloads.registry import case_context, parse_device, tier_batch_size, variant_factory, workload
 
 from .history import History, Past
 from .preflight import check_spec, over_timeout
@@ -50,6 +56,10 @@ EFFICIENCY = {"dense": 0.35, "cnn": 0.15, "transformer": 0.36}  # achieved / mat
 CASE_OVERHEAD_S = 2.0  # worker start, build (model, data), metrics, results: calibration seconds
 SESSION_START_S = 12.0  # pytest and torch, the fork server's imports, the summary: calibration seconds
 PROBE_N = {"cpu": 1024, "cuda": 4096}
+# compiling inference variants: calibration seconds of export, calibration and compile (int8's
+# prepare_s) or of the compiled model's recompiles (latency at batch 1, evaluation batches): the
+# median of dense s and m and transformer s and m at the standard tier
+COMPILE_S = {"int8": 60.0, "compile": 40.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +73,8 @@ class Estimate:
     basis: str = "model"  # "variant check", "earlier run", "median of N earlier runs", "model", ...
     step_s: float | None = None
     dtype: str | None = None  # the compute dtype, whose peak the session probes (None: no probe)
+    prepare_s: float = 0.0  # of ``seconds``: training and compiling in its build (inference cases)
+    prepare_what: str | None = None
 
 
 @dataclasses.dataclass
@@ -143,7 +155,51 @@ def model(spec: CaseSpec, s: Settings, history: History, peak: float | None, slo
     return Estimate(spec, True, overhead + warm + rounds * step + accuracy, None, basis, step)
 
 
-def estimate(spec: CaseSpec, s: Settings, history: History, peaks: dict[str, float]) -> Estimate:
+def preparation(spec: CaseSpec, s: Settings, variant, device, peaks: dict[str, float], cold: set) -> tuple[float, str]:
+    """Seconds an inference case spends in its build, and on what (the module docstring);
+    ``cold``: the (family, size) pairs whose reference is not cached and not yet charged."""
+    if spec.phase != "infer":
+        return 0.0, ""
+    from workloads.reference import reference_flops
+
+    ctx = case_context(spec.family, spec.size, variant, spec.phase, device, 1, s.batch_size, s.data_dir, s.seed,
+                       None, s.tier_spec.accuracy_budget)  # fmt: skip
+    flops, what = 0.0, []
+    if (spec.family, spec.size) in cold:
+        cold.discard((spec.family, spec.size))
+        flops += reference_flops(ctx)
+        what.append("trains the reference")
+    own = getattr(variant, "prepare_flops", None)
+    if own is not None and own(ctx):
+        flops += own(ctx)
+        what.append("fine-tunes or trains students")
+    peak = peak_for(str(device), "float32", peaks) or CALIBRATION_PEAK
+    seconds = flops / (peak * 1e12 * EFFICIENCY.get(spec.family, 0.05))
+    if spec.variant in COMPILE_S:
+        seconds += COMPILE_S[spec.variant] * slowness(s, peaks)
+        what.append("compiles")
+    return seconds, ", ".join(what)
+
+
+def cold_references(s: Settings, matrix: Sequence[CaseSpec]) -> set[tuple[str, str]]:
+    """The (family, size) pairs of the matrix's inference cases whose reference is not cached."""
+    from workloads.reference import is_cached
+
+    pairs = {(spec.family, spec.size) for spec in matrix if spec.phase == "infer"}
+    fp32 = variant_factory("fp32")()
+    device = parse_device(s.device)
+    cold = set()
+    for family, size in pairs:
+        ctx = case_context(family, size, fp32, "infer", device, 1, s.batch_size, s.data_dir, s.seed, None,
+                           s.tier_spec.accuracy_budget)  # fmt: skip
+        if not is_cached(ctx):
+            cold.add((family, size))
+    return cold
+
+
+def estimate(
+    spec: CaseSpec, s: Settings, history: History, peaks: dict[str, float], cold: set | None = None
+) -> Estimate:
     """The estimate of one case (the module docstring's rules, in order)."""
     try:
         variant, device = check_spec(spec, s)
@@ -158,7 +214,11 @@ def estimate(spec: CaseSpec, s: Settings, history: History, peaks: dict[str, flo
         reason = over_timeout(spec, s, peak, dtype, "measured" if f"{device}:{dtype}" in peaks else "nominal")
         if reason is not None:
             return with_dtype(Estimate(spec, False, 0.0, reason, "model"), dtype)
-    return with_dtype(model(spec, s, history, peak, slowness(s, peaks)), dtype)
+    e = model(spec, s, history, peak, slowness(s, peaks))
+    prepare_s, what = preparation(spec, s, variant, device, peaks, cold if cold is not None else set())
+    if prepare_s:
+        e = dataclasses.replace(e, seconds=e.seconds + prepare_s, prepare_s=prepare_s, prepare_what=what)
+    return with_dtype(e, dtype)
 
 
 def probe_seconds(s: Settings, estimates: Sequence[Estimate], peaks: dict[str, float]) -> float:
@@ -175,7 +235,8 @@ def probe_seconds(s: Settings, estimates: Sequence[Estimate], peaks: dict[str, f
 def make_plan(s: Settings, matrix: Sequence[CaseSpec], history: History) -> Plan:
     """Every case's estimate, the session's start-up and its peak probes."""
     peaks = dict(history.peaks)
-    estimates = [estimate(spec, s, history, peaks) for spec in matrix]
+    cold = cold_references(s, matrix)
+    estimates = [estimate(spec, s, history, peaks, cold) for spec in matrix]
     slow = slowness(s, peaks)
     return Plan(s, estimates, SESSION_START_S * slow, probe_seconds(s, estimates, peaks), history)
 
@@ -198,7 +259,8 @@ def _line(i: int, width: int, e: Estimate) -> str:
     head = f"{i:>3}  {e.spec.id:<{width}}  {e.spec.phase:<5}"
     if e.runs:
         step = f", step ~{e.step_s:.3g}s" if e.step_s else ""
-        return f"{head}  {duration(e.seconds):>7}  ({e.basis}{step})"
+        build = f"; {duration(e.prepare_s)} of it before timing: {e.prepare_what}" if e.prepare_s >= 1 else ""
+        return f"{head}  {duration(e.seconds):>7}  ({e.basis}{step}{build})"
     cost = f" after {duration(e.seconds)}" if e.seconds >= 1 else ""
     return f"{head}  {'skip':>7}  {e.reason} ({e.basis}{cost})"
 

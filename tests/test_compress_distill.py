@@ -11,7 +11,7 @@ import torch
 
 from workloads import FAMILIES
 from workloads.compress import hinton_loss, student_config
-from workloads.compress.distill import ALPHA, TEMPERATURE
+from workloads.compress.distill import ALIGN, ALPHA, TEMPERATURE
 
 
 def hand_hinton(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, T: float, a: float) -> float:
@@ -71,15 +71,16 @@ def test_student_at_most_half_the_teacher(family, size):
     student = student_config(family, cfg)
     assert type(student) is type(cfg) and student != cfg
     assert student.n_params() <= 0.5 * cfg.n_params()
-    assert student.n_params() >= 0.45 * cfg.n_params()  # the widest that fits, not one halving (a quarter)
+    assert student.n_params() >= 0.4 * cfg.n_params()  # the widest that fits, not one halving (a quarter)
 
 
 def test_student_keeps_depth_and_heads_with_narrower_heads():
     cfg = FAMILIES["transformer"].Config.from_size("m")  # d 384, 6 heads
     student = student_config("transformer", cfg)
-    assert (student.n_layer, student.n_head) == (6, 6) and student.d_model % 6 == 0
-    # the next multiple of the head count up would pass half the teacher's parameters
-    wider = dataclasses.replace(student, d_model=student.d_model + 6)
+    step = math.lcm(6, ALIGN)  # a multiple of the head count on the vector kernels' grid
+    assert (student.n_layer, student.n_head) == (6, 6) and student.d_model % step == 0
+    # the next such width up would pass half the teacher's parameters
+    wider = dataclasses.replace(student, d_model=student.d_model + step)
     assert wider.n_params() > 0.5 * cfg.n_params() >= student.n_params()
 
 

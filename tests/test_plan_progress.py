@@ -196,3 +196,34 @@ def test_progress_lines(tmp_path: Path) -> None:
     (path,) = (tmp_path / "r").glob("results-*.jsonl")
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert records[1]["extra_info"]["wall_s"] > 0
+
+
+def test_an_inference_plan_charges_a_cold_reference_once_and_each_variant_its_training(tmp_path, monkeypatch) -> None:
+    """What a compressed case trains in its build counts: the reference once while it is not
+    cached (in the first case of its family and size), the variant's fine-tune or students in each."""
+    from bench.conftest import known_variants
+    from bench.plan import CALIBRATION_PEAK, EFFICIENCY
+    from workloads.reference import CACHE_ENV, cache_path, reference_flops
+    from workloads.registry import case_context, get_variant, parse_device
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    s = Settings(tier="standard", results_dir=None, families=("transformer",), sizes=("s",), phases=("infer",),
+                 variants=("fp32", "int8-wo", "prune", "distill"))  # fmt: skip
+    matrix = s.matrix(known_variants())
+    plan = make_plan(s, matrix, History())
+    cold = {e.spec.variant: e for e in plan.estimates}
+    assert "before timing: trains the reference" in render_plan(plan).splitlines()[3]  # the first case's line
+    fp32_ctx = case_context(
+        "transformer", "s", get_variant("fp32"), "infer", parse_device("cpu"), budget_level="standard"
+    )
+    rate = CALIBRATION_PEAK * 1e12 * EFFICIENCY["transformer"]
+    assert cold["fp32"].prepare_s == pytest.approx(reference_flops(fp32_ctx) / rate)
+    assert cold["fp32"].prepare_what == "trains the reference" and cold["int8-wo"].prepare_s == 0.0
+    assert 0 < cold["prune"].prepare_s < cold["distill"].prepare_s  # half a budget on half a model; two students
+    assert "trains the reference" not in (cold["prune"].prepare_what or "")
+    path = cache_path(fp32_ctx)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"cached")
+    warm = {e.spec.variant: e for e in make_plan(s, matrix, History()).estimates}
+    assert warm["fp32"].prepare_s == 0.0 and warm["distill"].prepare_s == cold["distill"].prepare_s
+    assert cold["fp32"].seconds - warm["fp32"].seconds == pytest.approx(cold["fp32"].prepare_s)

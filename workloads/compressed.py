@@ -153,6 +153,11 @@ class Compressed(InferVariant):
     def compress(self, ctx: CaseContext, reference: nn.Module) -> tuple[Callable, nn.Module, dict[str, Any]]:
         raise NotImplementedError
 
+    def prepare_flops(self, ctx: CaseContext) -> float:
+        """Analytic FLOPs of the training ``compress`` runs (fine-tunes, students), one rank; 0
+        where it trains nothing. ``--plan`` reads it: known before the case runs."""
+        return 0.0
+
     def build(self, ctx: CaseContext) -> Runnable:
         reference, about = trained_reference(ctx)
         start = time.perf_counter()
@@ -163,6 +168,16 @@ class Compressed(InferVariant):
         if self.measured_flops:
             step.flops = counted_flops(ctx, module)
         return step
+
+
+def fine_tune_steps(ctx: CaseContext) -> int:
+    """Steps of pruning's fine-tunes: ``FINE_TUNE_FRACTION`` of the reference's."""
+    return int(FINE_TUNE_FRACTION * reference_budget(ctx).steps)
+
+
+def _train_flops(ctx: CaseContext, workload, steps: int) -> float:
+    """Analytic FLOPs of ``steps`` accuracy-task training steps of ``workload`` at the case's budget's batch."""
+    return float(workload.task_train_flops_per_sample() * reference_budget(ctx).batch_size * steps)
 
 
 def reference_step(ctx: CaseContext) -> Runnable:
@@ -221,11 +236,14 @@ class Prune(Compressed):
     name = "prune"
     measured_flops = True
 
+    def prepare_flops(self, ctx):  # the fine-tune of a model with about (1 - ratio) of the FLOPs
+        return _train_flops(ctx, ctx.workload, fine_tune_steps(ctx)) * (1 - PRUNE_RATIO)
+
     def compress(self, ctx, reference):
         from .compress import prune_structured
 
         example, _ = ctx.workload.synthetic_batch(2, ctx.device, torch.Generator().manual_seed(ctx.seed))
-        steps = int(FINE_TUNE_FRACTION * reference_budget(ctx).steps)
+        steps = fine_tune_steps(ctx)
         pruned = prune_structured(reference, example, PRUNE_RATIO, fine_tune=lambda m: fine_tune(ctx, m, steps))
         fields = {"prune_ratio": PRUNE_RATIO, "params_before": pruned.params_before, "fine_tune_steps": steps}
         return pruned.model.eval(), pruned.model, fields
@@ -234,10 +252,13 @@ class Prune(Compressed):
 class PruneUnstructured(Compressed):
     name = "prune-unstructured"
 
+    def prepare_flops(self, ctx):  # zeros are stored: the fine-tune costs the whole model's
+        return _train_flops(ctx, ctx.workload, fine_tune_steps(ctx))
+
     def compress(self, ctx, reference):
         from .compress import prune_unstructured
 
-        steps = int(FINE_TUNE_FRACTION * reference_budget(ctx).steps)
+        steps = fine_tune_steps(ctx)
         done = prune_unstructured(reference, SPARSITY, fine_tune=lambda m: fine_tune(ctx, m, steps))
         fields = {"sparsity": done.sparsity, "fine_tune_steps": steps, "storage": "dense (zeros stored)"}
         return done.model.eval(), done.model, fields
@@ -277,6 +298,13 @@ class LowRank(Compressed):
 class Distill(Compressed):
     name = "distill"
     measured_flops = True
+
+    def prepare_flops(self, ctx):  # two students (with and without teacher), and the teacher's forwards
+        from .compress import student_config
+
+        w, steps = ctx.workload, reference_budget(ctx).steps
+        student = type(w)(student_config(ctx.family, w.cfg))
+        return 2 * _train_flops(ctx, student, steps) + _train_flops(ctx, w, steps) / 3
 
     def compress(self, ctx, reference):
         from .compress import hinton_loss, student_config

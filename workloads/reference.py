@@ -70,6 +70,17 @@ def cache_path(ctx: CaseContext) -> Path:
     return cache_dir() / f"{ctx.family}-{ctx.size}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
+def is_cached(ctx: CaseContext) -> bool:
+    """Whether the reference of ``ctx`` is on disk (``--plan``: a cold cache trains it in the first case)."""
+    return cache_path(ctx).is_file()
+
+
+def reference_flops(ctx: CaseContext) -> float:
+    """Analytic FLOPs of training the reference (one rank)."""
+    budget = reference_budget(ctx)
+    return float(ctx.workload.task_train_flops_per_sample() * budget.batch_size * budget.steps)
+
+
 def train_reference(ctx: CaseContext) -> nn.Module:
     """The family's fp32 model trained on the fit split with the fp32 variant's trainer (AdamW,
     the budget's learning-rate schedule), on one rank."""

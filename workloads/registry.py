@@ -172,6 +172,26 @@ def check_case(variant: Variant, phase: str, device: torch.device, world_size: i
     variant.check(device, world_size)
 
 
+def case_context(
+    family: str,
+    size: str,
+    var: Variant,
+    phase: str,
+    device: torch.device,
+    world_size: int = 1,
+    batch_size: int | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    accuracy_steps: int | None = None,
+    budget_level: str = DEFAULT_LEVEL,
+) -> CaseContext:
+    """What the variant of a case sees (no model is built): ``build_case``'s, and ``--plan``'s."""
+    return CaseContext(
+        family, size, var.name, phase, workload(family, size), device, world_size, tier_batch_size(family, batch_size),
+        seed, data_dir, accuracy_steps, var.data_parallel, budget_level,
+    )  # fmt: skip
+
+
 def build_case(
     family: str,
     size: str,
@@ -190,20 +210,18 @@ def build_case(
     ``budget_level`` sizes the accuracy task (``workloads.budget``)."""
     var = get_variant(variant) if isinstance(variant, str) else variant
     phase = var.phases[0] if phase is None else phase
-    work = workload(family, size)
     check_choice("accuracy budget", budget_level, BUDGET_LEVELS)
     dev = parse_device(device)
     check_case(var, phase, dev, world_size)
     if world_size > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         raise Unsupported(f"world size {world_size}: torch.distributed is not initialized")
-    ctx = CaseContext(
-        family, size, var.name, phase, work, dev, world_size, tier_batch_size(family, batch_size), seed, data_dir,
-        accuracy_steps, var.data_parallel, budget_level,
-    )  # fmt: skip
+    ctx = case_context(
+        family, size, var, phase, dev, world_size, batch_size, data_dir, seed, accuracy_steps, budget_level
+    )
     runnable = var.build(ctx)
     per_sample = runnable.flops_per_sample()
     if per_sample is None:
-        per_sample = work.flops_per_sample(phase)
+        per_sample = ctx.workload.flops_per_sample(phase)
     return Case(ctx, var, runnable, runnable.params(), float(per_sample * ctx.batch_size * ctx.data_ranks))
 
 
