@@ -202,7 +202,7 @@ def test_an_inference_plan_charges_a_cold_reference_once_and_each_variant_its_tr
     """What a compressed case trains in its build counts: the reference once while it is not
     cached (in the first case of its family and size), the variant's fine-tune or students in each."""
     from bench.conftest import known_variants
-    from bench.plan import CALIBRATION_PEAK, EFFICIENCY
+    from bench.plan import CALIBRATION_PEAK, TASK_EFFICIENCY
     from workloads.reference import CACHE_ENV, cache_path, reference_flops
     from workloads.registry import case_context, get_variant, parse_device
 
@@ -216,7 +216,7 @@ def test_an_inference_plan_charges_a_cold_reference_once_and_each_variant_its_tr
     fp32_ctx = case_context(
         "transformer", "s", get_variant("fp32"), "infer", parse_device("cpu"), budget_level="standard"
     )
-    rate = CALIBRATION_PEAK * 1e12 * EFFICIENCY["transformer"]
+    rate = CALIBRATION_PEAK * 1e12 * TASK_EFFICIENCY["transformer"]
     assert cold["fp32"].prepare_s == pytest.approx(reference_flops(fp32_ctx) / rate)
     assert cold["fp32"].prepare_what == "trains the reference" and cold["int8-wo"].prepare_s == 0.0
     assert 0 < cold["prune"].prepare_s < cold["distill"].prepare_s  # half a budget on half a model; two students
