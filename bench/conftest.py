@@ -61,6 +61,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " (default 0.02; 0 turns early stopping off: the tier's whole budget)",
     )
     g.addoption(
+        "--round-budget",
+        type=float,
+        default=None,
+        help="seconds the timed rounds fill at most (default: the tier's, see README: Tiers)",
+    )
+    g.addoption(
         "--stable-threshold",
         type=float,
         default=0.05,
@@ -154,6 +160,7 @@ def _settings(config: pytest.Config) -> Settings:
         time_to_accuracy=opt("--time-to-accuracy"),
         tta_runs=opt("--tta-runs"),
         tta_targets=parse_targets(opt("--tta-target")),
+        round_budget_s=opt("--round-budget"),
     )
 
 

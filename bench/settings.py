@@ -128,6 +128,7 @@ class Settings:
     time_to_accuracy: bool = False  # --time-to-accuracy
     tta_runs: int | None = None  # None: the tier's
     tta_targets: tuple[Target, ...] = ()  # --tta-target, parsed (workloads.tta.parse_targets)
+    round_budget_s: float | None = None  # --round-budget: the timed rounds' ceiling (None: the tier's)
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
@@ -151,6 +152,8 @@ class Settings:
             )
         if self.target_ci is not None and not 0.0 < self.target_ci < 1.0:
             raise ValueError(f"--target-ci must be between 0 and 1 (a fraction of the median), got {self.target_ci}")
+        if self.round_budget_s is not None and not 0.0 < self.round_budget_s <= 3600:
+            raise ValueError(f"--round-budget must be between 0 and 3600 seconds, got {self.round_budget_s}")
         if not 0.0 <= self.wait_quiet_s <= 3600:
             raise ValueError(f"--wait-quiet must be between 0 and 3600 seconds, got {self.wait_quiet_s}")
         if self.interleave and self.world_size > 1:
@@ -161,7 +164,9 @@ class Settings:
 
     @property
     def tier_spec(self) -> Tier:
-        return TIERS[self.tier]
+        """The tier, with ``--round-budget`` in place of its own where given."""
+        tier = TIERS[self.tier]
+        return tier if self.round_budget_s is None else dataclasses.replace(tier, round_budget_s=self.round_budget_s)
 
     @property
     def tta(self) -> TTAConfig | None:

@@ -12,6 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 MARK = "ARCHBENCH_TEST_MARK"  # set in the run's environment: finds every process it started
+# the tests' timed rounds fill at most 1.5 s, half the smoke tier's: they check what a run does, not
+# how tight its figures are
+QUICK = ("--round-budget", "1.5")
 
 
 def bench_command(results: Path, *args: str) -> list[str]:
@@ -19,7 +22,7 @@ def bench_command(results: Path, *args: str) -> list[str]:
     which pytest-benchmark refuses beside it)."""
     only = [] if "--benchmark-disable" in args else ["--benchmark-only"]
     return [sys.executable, "-m", "pytest", str(BENCH), *only, "-p", "no:cacheprovider",
-            "--results-dir", str(results), *args]  # fmt: skip
+            "--results-dir", str(results), *QUICK, *args]  # fmt: skip
 
 
 def marked_env(extra_path: Path | None = None) -> tuple[dict[str, str], str]:

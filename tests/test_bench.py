@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench_runs import QUICK
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 SCHEMA_KEYS = {
@@ -21,7 +23,8 @@ SCHEMA_KEYS = {
 
 
 def run_bench(pytester: pytest.Pytester, *args: str):
-    return pytester.runpytest_subprocess(str(BENCH), "--benchmark-only", "-p", "no:cacheprovider", *args, timeout=300)
+    return pytester.runpytest_subprocess(str(BENCH), "--benchmark-only", "-p", "no:cacheprovider", *QUICK, *args,
+                                         timeout=300)  # fmt: skip
 
 
 def read_jsonl(directory: Path) -> list[dict]:
@@ -37,7 +40,7 @@ def smoke_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("bench")
     cmd = [
-        sys.executable, "-m", "pytest", str(BENCH), "--benchmark-only", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", str(BENCH), "--benchmark-only", "-p", "no:cacheprovider", *QUICK,
         "--family", "dense,transformer", "--size", "xs", "--variant", "fp32,amp-bf16",
         "--telemetry-interval", "0.01", "--benchmark-json", str(tmp / "out.json"), "--case-timeout", "300",
         "-k", "not transformer-xs-amp-bf16",  # bf16 training is slow on CPUs without AVX-512

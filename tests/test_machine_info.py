@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from reports.inputs import load_input
+from tests.bench_runs import QUICK
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-CASE = ("--family", "dense", "--size", "xs", "--variant", "fp32", "--no-accuracy", "--results-dir", "")
+CASE = ("--family", "dense", "--size", "xs", "--variant", "fp32", "--no-accuracy", "--results-dir", "", *QUICK)
 WARNING = "machine_info is different"
 
 

@@ -69,3 +69,12 @@ def test_the_plan_fills_the_budget_and_refuses_past_the_timeout():
     assert plan_rounds(s, case, warm=0.01, run_once=True) == RoundPlan(1, 1, None, "once")
     with pytest.raises(Refused, match="projected 180s from the measured warm-up step of 20s"):
         plan_rounds(Settings(accuracy=False, case_timeout_s=60), case, warm=20.0)
+
+
+def test_round_budget_replaces_the_tiers_ceiling_and_refuses_nonsense() -> None:
+    case = SimpleNamespace(family="dense", size="xs", phase="train", world_size=1, data_ranks=1, flops_per_step=1e9)
+    s = Settings(accuracy=False, round_budget_s=0.5)
+    assert s.tier_spec.round_budget_s == 0.5 and s.tier_spec.min_rounds == Settings().tier_spec.min_rounds
+    assert plan_rounds(s, case, warm=0.01).max_rounds == 50  # 0.5 s of 10 ms steps, not the tier's 3 s
+    with pytest.raises(ValueError, match="--round-budget must be between 0 and 3600 seconds, got -1"):
+        Settings(round_budget_s=-1)
