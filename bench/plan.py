@@ -16,11 +16,11 @@ A case's estimate, first rule that applies:
    budget's ceiling of rounds, where ``--target-ci`` may stop sooner); then
    ``overhead + warm-up + rounds * step + accuracy task at the step's FLOP rate``.
 
-An inference case adds what its build costs before any step (``preparation``): the training its
-compressed variant runs (fine-tunes, distillation students: ``prepare_flops``), and, for the
-first case of a family and size whose trained reference is not in the cache, that reference's
-training, both at the task's training rate (peak times ``TASK_EFFICIENCY``); and ``COMPILE_S`` for a
-variant that compiles its forward.
+An inference case adds what its build costs before any step: the training its compressed variant
+runs (fine-tunes, distillation students: ``prepare_flops``) and ``COMPILE_S`` for a variant that
+compiles its forward (``preparation``, rule 3 only); and the first case of a family and size
+whose trained reference is not in the cache, whatever its rule, that reference's training
+(``charge_references``). Training runs at the task's rate: peak times ``TASK_EFFICIENCY``.
 
 Peaks come from the newest earlier run, else ``NOMINAL_PEAKS`` (this project's 2-core
 calibration VM, under the load it had: a first estimate on another machine is rough). Fixed
@@ -159,51 +159,53 @@ def model(spec: CaseSpec, s: Settings, history: History, peak: float | None, slo
     return Estimate(spec, True, overhead + warm + rounds * step + accuracy, None, basis, step)
 
 
-def preparation(spec: CaseSpec, s: Settings, variant, device, peaks: dict[str, float], cold: set) -> tuple[float, str]:
-    """Seconds an inference case spends in its build, and on what (the module docstring);
-    ``cold``: the (family, size) pairs whose reference is not cached and not yet charged."""
+def preparation(spec: CaseSpec, s: Settings, variant, peaks: dict[str, float]) -> tuple[float, list[str]]:
+    """Seconds an inference case's variant spends in its build (fine-tunes, students, compiles),
+    and on what; the reference's training is charged apart (``charge_references``)."""
     if spec.phase != "infer":
-        return 0.0, ""
-    from workloads.reference import reference_flops
-
-    ctx = case_context(spec.family, spec.size, variant, spec.phase, device, 1, s.batch_size, s.data_dir, s.seed,
-                       None, s.tier_spec.accuracy_budget)  # fmt: skip
-    flops, what = 0.0, []
-    if (spec.family, spec.size) in cold:
-        cold.discard((spec.family, spec.size))
-        flops += reference_flops(ctx)
-        what.append("trains the reference")
+        return 0.0, []
     own = getattr(variant, "prepare_flops", None)
-    if own is not None and own(ctx):
-        flops += own(ctx)
-        what.append("fine-tunes or trains students")
-    peak = peak_for(str(device), "float32", peaks) or CALIBRATION_PEAK
-    seconds = flops / (peak * 1e12 * TASK_EFFICIENCY.get(spec.family, 0.05))
+    flops = own(plan_context(spec.family, spec.size, variant, s)) if own is not None else 0.0
+    seconds, what = task_seconds(spec.family, flops, s, peaks), ["fine-tunes or trains students"] if flops else []
     if spec.variant in COMPILE_S:
         seconds += COMPILE_S[spec.variant] * slowness(s, peaks)
         what.append("compiles")
-    return seconds, ", ".join(what)
+    return seconds, what
 
 
-def cold_references(s: Settings, matrix: Sequence[CaseSpec]) -> set[tuple[str, str]]:
-    """The (family, size) pairs of the matrix's inference cases whose reference is not cached."""
-    from workloads.reference import is_cached
-
-    pairs = {(spec.family, spec.size) for spec in matrix if spec.phase == "infer"}
-    fp32 = variant_factory("fp32")()
-    device = parse_device(s.device)
-    cold = set()
-    for family, size in pairs:
-        ctx = case_context(family, size, fp32, "infer", device, 1, s.batch_size, s.data_dir, s.seed, None,
-                           s.tier_spec.accuracy_budget)  # fmt: skip
-        if not is_cached(ctx):
-            cold.add((family, size))
-    return cold
+def plan_context(family: str, size: str, variant, s: Settings):
+    """The case's context as its worker would build it (no model), at the tier's accuracy budget."""
+    return case_context(family, size, variant, "infer", parse_device(s.device), 1, s.batch_size, s.data_dir, s.seed,
+                        None, s.tier_spec.accuracy_budget)  # fmt: skip
 
 
-def estimate(
-    spec: CaseSpec, s: Settings, history: History, peaks: dict[str, float], cold: set | None = None
-) -> Estimate:
+def task_seconds(family: str, flops: float, s: Settings, peaks: dict[str, float]) -> float:
+    """Seconds of accuracy-task training of ``flops`` at fp32's peak times ``TASK_EFFICIENCY``."""
+    peak = peak_for(str(parse_device(s.device)), "float32", peaks) or CALIBRATION_PEAK
+    return flops / (peak * 1e12 * TASK_EFFICIENCY.get(family, 0.05))
+
+
+def charge_references(s: Settings, estimates: list[Estimate], peaks: dict[str, float]) -> list[Estimate]:
+    """The first inference case of each family and size that is built, where the trained reference
+    is not in the cache, trains it: its estimate gains that training, whatever it was based on."""
+    from workloads.reference import is_cached, reference_flops
+
+    fp32, seen, out = variant_factory("fp32")(), set(), []
+    for e in estimates:
+        pair = (e.spec.family, e.spec.size)
+        built = e.runs or e.seconds > 0  # a skip at no cost builds nothing
+        if e.spec.phase == "infer" and built and pair not in seen:
+            seen.add(pair)
+            ctx = plan_context(*pair, fp32, s)
+            if not is_cached(ctx):
+                train = task_seconds(e.spec.family, reference_flops(ctx), s, peaks)
+                what = ", ".join(["trains the reference", *filter(None, [e.prepare_what])])
+                e = dataclasses.replace(e, seconds=e.seconds + train, prepare_s=e.prepare_s + train, prepare_what=what)
+        out.append(e)
+    return out
+
+
+def estimate(spec: CaseSpec, s: Settings, history: History, peaks: dict[str, float]) -> Estimate:
     """The estimate of one case (the module docstring's rules, in order)."""
     try:
         variant, device = check_spec(spec, s)
@@ -219,9 +221,9 @@ def estimate(
         if reason is not None:
             return with_dtype(Estimate(spec, False, 0.0, reason, "model"), dtype)
     e = model(spec, s, history, peak, slowness(s, peaks))
-    prepare_s, what = preparation(spec, s, variant, device, peaks, cold if cold is not None else set())
+    prepare_s, what = preparation(spec, s, variant, peaks)
     if prepare_s:
-        e = dataclasses.replace(e, seconds=e.seconds + prepare_s, prepare_s=prepare_s, prepare_what=what)
+        e = dataclasses.replace(e, seconds=e.seconds + prepare_s, prepare_s=prepare_s, prepare_what=", ".join(what))
     return with_dtype(e, dtype)
 
 
@@ -239,8 +241,7 @@ def probe_seconds(s: Settings, estimates: Sequence[Estimate], peaks: dict[str, f
 def make_plan(s: Settings, matrix: Sequence[CaseSpec], history: History) -> Plan:
     """Every case's estimate, the session's start-up and its peak probes."""
     peaks = dict(history.peaks)
-    cold = cold_references(s, matrix)
-    estimates = [estimate(spec, s, history, peaks, cold) for spec in matrix]
+    estimates = charge_references(s, [estimate(spec, s, history, peaks) for spec in matrix], peaks)
     slow = slowness(s, peaks)
     return Plan(s, estimates, SESSION_START_S * slow, probe_seconds(s, estimates, peaks), history)
 

@@ -168,10 +168,11 @@ def test_case_timeout_skips_with_the_estimate(pytester):
 
 def test_case_timeout_projects_from_the_measured_step(pytester):
     """The peak-based estimate (13 steps of dense-xs) passes; the projection from the warm-up
-    step (the standard tier's 5 s of rounds, plus the accuracy task) is over the limit, and the
+    step (5 s of rounds, the standard tier's, plus the accuracy task) is over the limit, and the
     case is skipped before its timing starts, well before the watchdog's deadline."""
     result = run_bench(pytester, "--tier", "standard", "--family", "dense", "--size", "xs", "--variant", "fp32",
-                       "--phase", "train", "--case-timeout", "5", "--results-dir", "", "-rs")  # fmt: skip
+                       "--phase", "train", "--case-timeout", "5", "--round-budget", "5",
+                       "--results-dir", "", "-rs")  # fmt: skip
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*projected *s from the measured warm-up step of*and the accuracy stage*"])
 

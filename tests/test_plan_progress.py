@@ -221,6 +221,12 @@ def test_an_inference_plan_charges_a_cold_reference_once_and_each_variant_its_tr
     assert cold["fp32"].prepare_what == "trains the reference" and cold["int8-wo"].prepare_s == 0.0
     assert 0 < cold["prune"].prepare_s < cold["distill"].prepare_s  # half a budget on half a model; two students
     assert "trains the reference" not in (cold["prune"].prepare_what or "")
+    # an earlier run gives fp32 its wall time; with the cache cold it still trains the reference
+    spec = next(spec for spec in matrix if spec.variant == "fp32")
+    past = Past(make_extra_info("transformer", "s", "fp32", phase="infer", wall_s=3.0), run_settings(s), "old.jsonl")
+    known = {e.spec.variant: e for e in make_plan(s, matrix, History(cases={(spec.id, "cpu", 1): [past]})).estimates}
+    assert known["fp32"].basis == "earlier run" and known["fp32"].seconds == pytest.approx(3.0 + cold["fp32"].prepare_s)
+    assert "trains the reference" not in (known["prune"].prepare_what or "")
     path = cache_path(fp32_ctx)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"cached")

@@ -71,7 +71,10 @@ def cache_path(ctx: CaseContext) -> Path:
 
 
 def is_cached(ctx: CaseContext) -> bool:
-    """Whether the reference of ``ctx`` is on disk (``--plan``: a cold cache trains it in the first case)."""
+    """Whether the reference of ``ctx`` is on disk (``--plan``: a cold cache trains it in the first
+    case). The key's data hash loads the task: only computed where its family and size have a file."""
+    if not any(cache_dir().glob(f"{ctx.family}-{ctx.size}-*.pt")):
+        return False
     return cache_path(ctx).is_file()
 
 
