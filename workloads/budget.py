@@ -92,6 +92,13 @@ def accuracy_budget(workload: Workload, size: str, level: str = DEFAULT_LEVEL, s
     )
 
 
+def training_flops(workload: Workload, budget: Budget, steps: int | None = None) -> float:
+    """Analytic FLOPs of ``steps`` (default: the budget's) accuracy-task training steps of
+    ``workload`` at the budget's batch, one rank."""
+    steps = budget.steps if steps is None else steps
+    return float(workload.task_train_flops_per_sample() * budget.batch_size * steps)
+
+
 def set_lr(trainer, lr: float) -> bool:
     """Set the learning rate of ``trainer``: its own ``set_lr`` (a pipeline's, whose optimizer
     comes with its first step), else its optimizer's (a TorchTrainer's, or a DeepSpeed

@@ -36,6 +36,7 @@ from torch import nn
 
 from . import accuracy
 from .base import count_params
+from .budget import training_flops
 from .context import CaseContext
 from .reference import reference_budget, trained_reference
 from .tasks import task_for
@@ -176,8 +177,15 @@ def fine_tune_steps(ctx: CaseContext) -> int:
 
 
 def _train_flops(ctx: CaseContext, workload, steps: int) -> float:
-    """Analytic FLOPs of ``steps`` accuracy-task training steps of ``workload`` at the case's budget's batch."""
-    return float(workload.task_train_flops_per_sample() * reference_budget(ctx).batch_size * steps)
+    """Analytic FLOPs of ``steps`` training steps of ``workload`` at the reference's batch."""
+    return training_flops(workload, reference_budget(ctx), steps)
+
+
+def student_workload(ctx: CaseContext):
+    """The distillation student of the case's family: its workload at ``student_config``."""
+    from .compress import student_config
+
+    return type(ctx.workload)(student_config(ctx.family, ctx.workload.cfg))
 
 
 def reference_step(ctx: CaseContext) -> Runnable:
@@ -300,18 +308,15 @@ class Distill(Compressed):
     measured_flops = True
 
     def prepare_flops(self, ctx):  # two students (with and without teacher), and the teacher's forwards
-        from .compress import student_config
-
-        w, steps = ctx.workload, reference_budget(ctx).steps
-        student = type(w)(student_config(ctx.family, w.cfg))
-        return 2 * _train_flops(ctx, student, steps) + _train_flops(ctx, w, steps) / 3
+        steps = reference_budget(ctx).steps
+        return 2 * _train_flops(ctx, student_workload(ctx), steps) + _train_flops(ctx, ctx.workload, steps) / 3
 
     def compress(self, ctx, reference):
-        from .compress import hinton_loss, student_config
+        from .compress import hinton_loss
         from .compress.distill import SETTINGS
 
         w = ctx.workload
-        student_ctx = dataclasses.replace(ctx, workload=type(w)(student_config(ctx.family, w.cfg)))
+        student_ctx = dataclasses.replace(ctx, workload=student_workload(ctx))
         steps = reference_budget(ctx).steps
         task = task_for(w, ctx.data_dir)
         temperature, alpha = SETTINGS[w.accuracy_task]

@@ -6,8 +6,8 @@ The reference trains on the fit split of the family's task (``workloads.tasks``:
 the text corpus for the transformer) with the fp32 variant's trainer, at the case's accuracy budget
 (``workloads.budget``: its level, steps, batch, peak learning rate and schedule): the same training
 as the fp32 training case's accuracy stage at that tier, so ``accuracy_reference`` means what the
-train phase's fp32 accuracy means. The cache key holds everything the trained weights depend on: family, size and
-config, the seed, the training budget (level, steps, batch, learning rate and its schedule), the
+train phase's fp32 accuracy means. The cache key holds everything the trained weights depend on:
+family, size and config, the seed, the training budget (level, steps, batch, learning rate and its schedule), the
 task's data (``Task.identity``: a hash of the digits, or the corpus's sha256, and the split), and
 the torch version. The cache lives in ``$ARCHBENCH_CACHE`` (default
 ``~/.cache/archbench``)/``references``; files are written atomically, so a killed worker never
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import accuracy
-from .budget import FINAL_LR_FRACTION, Budget
+from .budget import FINAL_LR_FRACTION, Budget, training_flops
 from .context import CaseContext
 from .tasks import task_for
 from .variants import FP32
@@ -80,8 +80,7 @@ def is_cached(ctx: CaseContext) -> bool:
 
 def reference_flops(ctx: CaseContext) -> float:
     """Analytic FLOPs of training the reference (one rank)."""
-    budget = reference_budget(ctx)
-    return float(ctx.workload.task_train_flops_per_sample() * budget.batch_size * budget.steps)
+    return training_flops(ctx.workload, reference_budget(ctx))
 
 
 def train_reference(ctx: CaseContext) -> nn.Module:

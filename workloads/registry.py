@@ -18,7 +18,7 @@ import torch
 from reports.schema import PHASES, SIZE_ORDER, case_id
 
 from .base import Unsupported, Workload, check_choice
-from .budget import BUDGET_LEVELS, DEFAULT_LEVEL, accuracy_budget
+from .budget import BUDGET_LEVELS, DEFAULT_LEVEL, accuracy_budget, training_flops
 from .cnn import CNN
 from .compile import COMPILE_VARIANTS
 from .compressed import Distill, Int8, Int8WeightOnly, LowRank, Prune, PruneUnstructured
@@ -245,7 +245,7 @@ def accuracy_flops(
     evaluation = w.infer_flops_per_sample() * eval_samples(w)
     if phase != "train":
         return evaluation if accuracy else 0.0
-    training = w.task_train_flops_per_sample() * budget.batch_size * budget.steps
+    training = training_flops(w, budget)
     total = training + evaluation if accuracy else 0.0
     if tta_runs:
         evaluations = math.ceil(budget.steps / w.accuracy_eval_every)
