@@ -19,7 +19,7 @@ from .faults import FAULT_KINDS, parse_faults
 from .harness import Session
 from .machine import VOLATILE_CPU_KEYS
 from .progress import Progress, ProgressLines
-from .settings import FAMILY_NAMES, TIERS, CaseSpec, Settings, split_list
+from .settings import FAMILY_NAMES, TIERS, CaseSpec, Settings, split_list, use_threads
 from .supervisor import InProcess, Supervisor
 
 SESSION_KEY = pytest.StashKey[Session]()
@@ -65,6 +65,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=None,
         help="seconds the timed rounds fill at most (default: the tier's, see README: Tiers)",
+    )
+    g.addoption(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch's intra-op threads per rank (default: torch's, one per CPU, shared among a case's ranks);"
+        " fewer than the CPUs leaves the rest to other work, see README: Trust",
     )
     g.addoption(
         "--stable-threshold",
@@ -161,6 +169,7 @@ def _settings(config: pytest.Config) -> Settings:
         tta_runs=opt("--tta-runs"),
         tta_targets=parse_targets(opt("--tta-target")),
         round_budget_s=opt("--round-budget"),
+        threads=opt("--threads"),
     )
 
 
@@ -262,6 +271,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for name, off in (("benchmark_json", None), ("benchmark_save", None), ("benchmark_autosave", False)):
             if hasattr(config.option, name):
                 setattr(config.option, name, off)
+    use_threads(settings.threads)  # before the fork server starts: it and the workers inherit them
     try:
         executor = _executor(config, settings, ranks, matrix) if not _collect_only(config) else InProcess(ranks)
     except ValueError as e:

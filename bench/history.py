@@ -30,6 +30,8 @@ def run_settings(s: Settings) -> dict[str, Any]:
     settings = {"tier": s.tier, "case_timeout_s": s.timeout_s, "accuracy": s.accuracy, "batch_size": s.batch_size}
     if s.round_budget_s is not None:  # --round-budget (only then: runs at the tier's keep matching)
         settings["round_budget_s"] = s.round_budget_s
+    if s.threads is not None:  # --threads (likewise)
+        settings["threads"] = s.threads
     if s.tta is not None:  # time-to-accuracy runs (only then: runs without them keep matching)
         settings["tta_runs"] = s.tta.runs
         settings["tta_targets"] = [list(t) for t in s.tta.targets]

@@ -24,7 +24,7 @@ from workloads.registry import VariantFactory, build_case
 
 from .distributed import Ranks
 from .faults import with_fault
-from .settings import CaseSpec, Settings
+from .settings import CaseSpec, Settings, use_threads
 from .telemetry import Sampler
 from .timing import Refused, RoundPlan, latency, plan_rounds, time_rounds, timed_step, uncertainty, warm_up
 
@@ -157,6 +157,7 @@ def measured_info(case, step_times: list[float], cuda_events: bool, peak: float 
         "status": "ok",
         "reason": None,
         "timer": "cuda-event" if cuda_events else "perf_counter",
+        "torch_threads": torch.get_num_threads(),  # the timed process's own (a rank's share, --threads)
         **throughput_metrics(case, step_times, peak),
     }
 
@@ -250,6 +251,7 @@ def build(req: CaseRequest, stage: Stage):
     """Stage ``build``: the case, or Refused where it cannot run here."""
     s = req.settings
     stage("build")
+    use_threads(s.threads)  # a fork server started without them (another session's) forks with its own
     try:
         return build_case(req.family, req.size, req.factory(), s.device, s.world_size, s.batch_size, s.data_dir,
                           s.seed, req.phase, budget_level=s.tier_spec.accuracy_budget)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import NamedTuple
 
 import torch
@@ -14,6 +15,23 @@ from workloads.tta import Target, TTAConfig
 FAMILY_NAMES = FAMILY_ORDER
 BASE_VARIANTS = ("fp32", "amp-bf16", "amp-fp16")
 COMPRESSED_VARIANTS = ("int8", "int8-wo", "prune", "prune-unstructured", "lowrank", "distill")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; all of them where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def use_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op threads in this process, and through OMP_NUM_THREADS and
+    MKL_NUM_THREADS in what it starts (the fork server, ranks); None leaves torch's default."""
+    if threads is None:
+        return
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 class CaseSpec(NamedTuple):
@@ -129,6 +147,7 @@ class Settings:
     tta_runs: int | None = None  # None: the tier's
     tta_targets: tuple[Target, ...] = ()  # --tta-target, parsed (workloads.tta.parse_targets)
     round_budget_s: float | None = None  # --round-budget: the timed rounds' ceiling (None: the tier's)
+    threads: int | None = None  # --threads: torch's intra-op threads per rank (None: torch's default)
 
     def __post_init__(self) -> None:
         check_choice("--tier", self.tier, tuple(TIERS))
@@ -154,6 +173,10 @@ class Settings:
             raise ValueError(f"--target-ci must be between 0 and 1 (a fraction of the median), got {self.target_ci}")
         if self.round_budget_s is not None and not 0.0 < self.round_budget_s <= 3600:
             raise ValueError(f"--round-budget must be between 0 and 3600 seconds, got {self.round_budget_s}")
+        if self.threads is not None and not 1 <= self.threads <= usable_cpus():
+            raise ValueError(
+                f"--threads must be between 1 and {usable_cpus()} (the CPUs this process may use), got {self.threads}"
+            )
         if not 0.0 <= self.wait_quiet_s <= 3600:
             raise ValueError(f"--wait-quiet must be between 0 and 3600 seconds, got {self.wait_quiet_s}")
         if self.interleave and self.world_size > 1:

@@ -217,6 +217,16 @@ def test_benchmark_disable_runs_each_case_once(tmp_path):
     assert rec["stats"] is None  # pytest-benchmark keeps no stats when disabled
 
 
+def test_threads_sets_the_timed_process_threads_and_is_kept_with_the_run(tmp_path):
+    proc, results, _ = run(tmp_path, "--family", "dense", "--size", "xs", "--variant", "fp32", "--no-accuracy",
+                           "--benchmark-disable", "--threads", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert results["dense-xs-fp32"]["extra_info"]["torch_threads"] == 1  # the worker's own, not the driver's
+    (path,) = (tmp_path / "results").glob("results-*.jsonl")
+    session = json.loads(path.read_text().splitlines()[0])["session"]
+    assert session["torch_threads"] == 1 and session["settings"]["threads"] == 1
+
+
 @pytest.mark.parametrize("args", [("--help",), ("--collect-only", "-q")])
 def test_help_and_collect_only_write_no_results(tmp_path, args):
     proc, results, _ = run(tmp_path, *args)

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from bench.distributed import Ranks
-from bench.settings import Settings
+from bench.history import run_settings
+from bench.settings import Settings, usable_cpus
 from bench.timing import Refused, RoundPlan, plan_rounds, time_rounds, uncertainty
 from reports.stats import median_ci
 
@@ -78,3 +79,14 @@ def test_round_budget_replaces_the_tiers_ceiling_and_refuses_nonsense() -> None:
     assert plan_rounds(s, case, warm=0.01).max_rounds == 50  # 0.5 s of 10 ms steps, not the tier's 3 s
     with pytest.raises(ValueError, match="--round-budget must be between 0 and 3600 seconds, got -1"):
         Settings(round_budget_s=-1)
+
+
+@pytest.mark.parametrize("threads", [0, -1, usable_cpus() + 1])
+def test_threads_refuses_what_this_process_cannot_run(threads: int) -> None:
+    with pytest.raises(ValueError, match=f"--threads must be between 1 and {usable_cpus()} .*, got {threads}$"):
+        Settings(threads=threads)
+
+
+def test_threads_are_kept_with_the_run_settings_only_when_given() -> None:
+    assert "threads" not in run_settings(Settings())
+    assert run_settings(Settings(threads=1))["threads"] == 1

@@ -11,7 +11,11 @@ core, started outside this session's process tree.
 2. The fp32 / amp-bf16 step-time ratio of dense and transformer at xs and s, quiet and loaded,
    timed one after the other (a case, then the next: the default) and interleaved
    (``--interleave``): how far each method's ratio moves under load (target for interleaved:
-   at most 15%).
+   at most 15%). Each method runs twice: at torch's default threads (one per CPU) and at
+   ``--threads`` half the CPUs. The load's processes run in a session of their own, and the
+   kernel's autogroup scheduling shares the CPUs fairly between sessions, so the load takes half
+   of them: a step on every CPU then waits, at each parallel region, for a thread the load
+   descheduled, while one on the half that is left runs as on a quiet machine.
 3. A/A: fp32 against a twin of itself, interleaved, ``--trials`` times: the share of ratio
    intervals that contain 1.0 (target >= 95%).
 """
@@ -74,8 +78,8 @@ def stop_load(pids: list[int]) -> None:
             pass
 
 
-def session(interleave: bool) -> Session:
-    settings = Settings(tier="smoke", accuracy=False, results_dir=None, interleave=interleave)
+def session(interleave: bool, threads: int | None = None) -> Session:
+    settings = Settings(tier="smoke", accuracy=False, results_dir=None, interleave=interleave, threads=threads)
     executor = Supervisor(None)
     executor.start()
     return Session(settings, executor)
@@ -84,9 +88,9 @@ def session(interleave: bool) -> Session:
 BENCHMARK = SimpleNamespace(_timer=time.perf_counter, _disable_gc=False, disabled=False)
 
 
-def run_pairs(interleave: bool, variants=("fp32", "amp-bf16")) -> dict[str, dict]:
+def run_pairs(interleave: bool, threads: int | None = None, variants=("fp32", "amp-bf16")) -> dict[str, dict]:
     """Every case of PAIRS x variants; extra_info by id."""
-    s = session(interleave)
+    s = session(interleave, threads)
     s.matrix = [CaseSpec(f, size, v) for f, size in PAIRS for v in variants]
     try:
         return {spec.id: s.run(spec, BENCHMARK).info for spec in s.matrix}
@@ -135,19 +139,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
-    out: dict = {"load": f"{cores} busy processes, one per core", "uptime": os.getloadavg()}
+    spare = max(1, cores // 2)  # the threads that leave the load's session its fair half of the CPUs
+    methods = {  # name: (interleave, --threads)
+        "sequential": (False, None),
+        "interleaved": (True, None),
+        f"sequential-{spare}-threads": (False, spare),
+        f"interleaved-{spare}-threads": (True, spare),
+    }
+    out: dict = {"load": f"{cores} busy processes, one per core", "uptime": os.getloadavg(), "cores": cores}
     runs = {}
     for label in ("quiet", "loaded"):
         pids = start_load(cores) if label == "loaded" else []
         try:
-            for method, interleave in (("sequential", False), ("interleaved", True)):
-                infos = run_pairs(interleave)
+            for method, (interleave, threads) in methods.items():
+                infos = run_pairs(interleave, threads)
                 runs[(label, method)] = infos
                 flagged, total = contended_share(infos)
-                print(f"{label} {method}: contended {flagged}/{total}; fp32/bf16 ratios {ratios(infos)}", flush=True)
+                print(
+                    f"{label} {method}: contended {flagged}/{total}; bf16/fp32 step ratios {ratios(infos)}", flush=True
+                )
         finally:
             stop_load(pids)
-    for method in ("sequential", "interleaved"):
+    for method in methods:
         quiet, loaded = ratios(runs[("quiet", method)]), ratios(runs[("loaded", method)])
         moved = {k: (loaded[k] / quiet[k] - 1) if quiet[k] and loaded[k] else None for k in quiet}
         out[method] = {"quiet": quiet, "loaded": loaded, "moved": moved}
@@ -155,8 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     out["contended_interleaved"] = {
         label: contended_share(runs[(label, "interleaved")]) for label in ("quiet", "loaded")
     }
+    out["step_time_s"] = {  # what the ratios are computed from
+        f"{label} {method}": {i: info.get("step_time_s") for i, info in infos.items()}
+        for (label, method), infos in runs.items()
+    }
     out["a_a"] = a_a(args.trials)
-    print(json.dumps({k: v for k, v in out.items() if k != "a_a"} | {"a_a_share": out["a_a"]["share"]}, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in out.items() if k not in ("a_a", "step_time_s")} | {"a_a_share": out["a_a"]["share"]},
+            indent=1,
+        )
+    )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0
