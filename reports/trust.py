@@ -31,6 +31,7 @@ from typing import Any
 
 from reports.load import Result
 from reports.metrics import Metric, format_times
+from reports.stats import ci_half_width_rel
 
 UNSTABLE = "~"
 CONTENDED = "contended"
@@ -84,7 +85,11 @@ def format_spread(center: float, interval: tuple[float, float]) -> str:
     low, high = interval
     if not center > 0 or not math.isfinite(center):
         return ""
-    pct = max(center - low, high - center, 0.0) / center * 100
+    return format_pct_spread(max(center - low, high - center, 0.0) / center * 100)
+
+
+def format_pct_spread(pct: float) -> str:
+    """``±6%`` for 5.2 (%): rounded up, to 0.1 below 1%, so the printed figure is never the smaller."""
     if not pct < MAX_SPREAD_PCT:  # also inf and nan
         return f"±>{MAX_SPREAD_PCT}%"
     if pct < 1:
@@ -132,13 +137,14 @@ def marks(metric: Metric, result: Result | None, with_contended: bool = True) ->
 
 def timing_cell(result: Result | None) -> str:
     """A result's cell in the tables' timing row: the half-width of its step-time interval in %
-    of the median (``±2.5%``), ``~`` when unstable, ``contended`` when contended."""
+    of the median (``±2.5%``: the figure ``stable`` is decided by, so a cell reads over the
+    threshold exactly when it is marked), ``~`` when unstable, ``contended`` when contended."""
     if result is None or result.status != "ok":
         return ""
     ci, median = step_interval(result), result.value("step_time_s")
     if ci is None or not median:
         return "no CI" + (f", {CONTENDED}" if contended(result) else "")
-    text = format_spread(median, ci) + (UNSTABLE if unstable(result) else "")
+    text = format_pct_spread(ci_half_width_rel(ci, median) * 100) + (UNSTABLE if unstable(result) else "")
     return text + (" " + CONTENDED if contended(result) else "")
 
 
@@ -182,8 +188,8 @@ def mark_notes(results: Iterable[Result], metrics: Iterable[Metric], with_conten
 
 
 TIMING_NOTE = (
-    "timing: the 95% interval of the median step time, ± in % of it (step_time_ci_s), ~ when wider than"
-    " stable_threshold, contended when other work competed for the machine"
+    "timing: the 95% interval of the median step time, its half-width in % of the median (step_time_ci_rel),"
+    " ~ when over stable_threshold, contended when other work competed for the machine"
 )
 
 

@@ -269,6 +269,18 @@ def test_unstable_and_contended_cells_are_marked() -> None:
     assert find_row(efficiency, metric="MFU")["fp32"].endswith("~")
 
 
+def test_the_timing_cell_shows_the_half_width_that_decides_the_mark() -> None:
+    """An interval of -2%..+7.4% has a half-width of 4.7%: stable at 5%, and read as ±5% (its larger
+    side, 7.4%, would read over the threshold beside no mark); 5.2% reads ±6%~."""
+    cells = []
+    for low, high in ((0.98, 1.074), (0.97, 1.074)):
+        info = make_extra_info("dense", "xs", "fp32", step_time_s=0.01)
+        rel = (high - low) / 2
+        info |= {"step_time_ci_s": [0.01 * low, 0.01 * high], "step_time_ci_rel": rel, "stable": rel <= 0.05}
+        cells.append(find_row(parse_tables(render_tables([info]))["Throughput"], metric="timing")["fp32"])
+    assert cells == ["±5%", "±6%~"]
+
+
 def test_ratio_precision_follows_its_interval() -> None:
     from reports.trust import format_ratio_with_interval
 
