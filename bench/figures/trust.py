@@ -8,7 +8,7 @@ core, started outside this session's process tree.
 
 1. Contention: the share of results flagged ``contended`` with the load (target >= 95%) and
    without it (target <= 5%).
-2. The fp32 / amp-bf16 step-time ratio of dense and transformer at xs and s, quiet and loaded,
+2. amp-bf16's step time over fp32's, of dense and transformer at xs and s, quiet and loaded,
    timed one after the other (a case, then the next: the default) and interleaved
    (``--interleave``): how far each method's ratio moves under load (target for interleaved:
    at most 15%). Each method runs twice: at torch's default threads (one per CPU) and at
