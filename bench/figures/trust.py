@@ -15,7 +15,7 @@ core, started outside this session's process tree.
    ``--threads`` half the CPUs. The load's processes run in a session of their own, and the
    kernel's autogroup scheduling shares the CPUs fairly between sessions, so the load takes half
    of them: a step on every CPU then waits, at each parallel region, for a thread the load
-   descheduled, while one on the half that is left runs as on a quiet machine.
+   descheduled, while one on the half that is left runs nearly as on a quiet machine.
 3. A/A: fp32 against a twin of itself, interleaved, ``--trials`` times: the share of ratio
    intervals that contain 1.0 (target >= 95%).
 """
