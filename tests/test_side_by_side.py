@@ -34,3 +34,33 @@ def test_variants_take_turns_and_carry_their_ratio(tmp_path):
 
 def test_per_turn_medians():
     assert _per_turn([1.0, 3.0, 2.0, 10.0, 12.0, 11.0], 3) == [2.0, 11.0]
+
+
+STUCK = """
+import time
+from workloads.registry import VARIANTS
+from workloads.variants import FP32
+
+class Stuck(FP32):
+    '''fp32 whose build never ends.'''
+    name = "stuck"
+
+    def build(self, ctx):
+        time.sleep(600)
+
+VARIANTS["stuck"] = Stuck
+"""
+
+
+def test_a_side_that_never_gets_ready_times_out_alone(tmp_path):
+    """Sides are built one at a time, each within its own case timeout: a build that hangs is
+    killed after it, and the sides built before it are still timed."""
+    (tmp_path / "stuck_variant.py").write_text(STUCK)
+    proc, results, mark = run(tmp_path, "-p", "stuck_variant", "--family", "dense", "--size", "xs", "--variant",
+                              "fp32,stuck", "--no-accuracy", "--interleave", "--case-timeout", "10",
+                              extra_path=tmp_path)  # fmt: skip
+    out = proc.stdout[-3000:] + proc.stderr[-2000:]
+    stuck, fp32 = (results[f"dense-xs-{v}"]["extra_info"] for v in ("stuck", "fp32"))
+    assert stuck["status"] == "timeout" and "still running after --case-timeout 10s" in stuck["reason"], out
+    assert fp32["status"] == "ok" and fp32["interleave"]["sides"] == ["dense-xs-fp32"], out
+    assert processes_with_mark(mark) == []
