@@ -15,6 +15,7 @@ ratios (each round pairs the two sides' turns, so a drift that moves both cancel
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 import traceback
@@ -35,6 +36,12 @@ from .timing import Refused, RoundPlan, plan_rounds, time_rounds, timed_step, wa
 from .worker import Stages, failure_outcome, start_worker
 
 TURN_S = 0.02  # a turn: about this long of the fastest side's steps
+# Two worker processes of the same code differ by more than their paired turns show (memory
+# layout, where their pages and threads land): 40 A/A trials of dense-xs fp32 against a twin of
+# itself read a mean ratio of 0.994 with a spread (sd) of 0.65% from trial to trial, while each
+# trial's interval from its turns was +-1.0% (median): 9 of the 40 held no 1.0. Every side's ratio
+# interval is widened by this much of the ratio (95% of that spread), in quadrature.
+PROCESS_FLOOR = 0.0125
 
 
 # ------------------------------------------------------------------------------------------
@@ -172,13 +179,24 @@ def _add_ratios(outcomes: dict[str, Outcome], plan: dict[str, Any]) -> None:
         if ref is not None:
             mine, theirs = _per_turn(outcome.step_times, k), _per_turn(ref.step_times, k)
             ratios = [a / b for a, b in zip(mine, theirs, strict=False) if b > 0]  # a side that failed has fewer
-            interval = median_ci(ratios)
+            ratio, interval = (statistics.median(ratios) if ratios else None), median_ci(ratios)
+            if interval is not None and outcome is not ref:
+                interval = with_process_floor(ratio, interval)
             block |= {
-                "step_time_ratio": statistics.median(ratios) if ratios else None,
+                "step_time_ratio": ratio,
                 "step_time_ratio_ci": list(interval) if interval else None,
+                "process_floor": PROCESS_FLOOR if outcome is not ref else None,
             }
         outcome.info["timing"] = "interleaved"
         outcome.info["interleave"] = block
+
+
+def with_process_floor(ratio: float, interval: tuple[float, float]) -> tuple[float, float]:
+    """The paired turns' interval of ``ratio``, each side widened in quadrature by ``PROCESS_FLOOR``
+    of the ratio: what two processes of the same code differ by, which no number of turns shows."""
+    floor = PROCESS_FLOOR * ratio
+    low, high = interval
+    return ratio - math.hypot(ratio - low, floor), ratio + math.hypot(high - ratio, floor)
 
 
 def _per_turn(times: list[float], steps: int) -> list[float]:

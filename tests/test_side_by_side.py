@@ -3,6 +3,7 @@ keeps its own id and stats and gains its step-time ratio to fp32 from paired tur
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from bench.side_by_side import _per_turn
@@ -64,3 +65,12 @@ def test_a_side_that_never_gets_ready_times_out_alone(tmp_path):
     assert stuck["status"] == "timeout" and "still running after --case-timeout 10s" in stuck["reason"], out
     assert fp32["status"] == "ok" and fp32["interleave"]["sides"] == ["dense-xs-fp32"], out
     assert processes_with_mark(mark) == []
+
+
+def test_the_ratio_interval_has_a_floor_for_two_processes():
+    from bench.side_by_side import PROCESS_FLOOR, with_process_floor
+
+    low, high = with_process_floor(2.0, (2.0, 2.0))  # turns that agree perfectly: the floor alone
+    assert (low, high) == (2.0 - 2.0 * PROCESS_FLOOR, 2.0 + 2.0 * PROCESS_FLOOR)
+    low, high = with_process_floor(1.0, (0.9, 1.01))  # wide sides stay nearly as they were, never narrower
+    assert 0.9 - 1e-3 < low < 0.9 and high == 1.0 + math.hypot(0.01, PROCESS_FLOOR)

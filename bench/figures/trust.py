@@ -1,6 +1,6 @@
 """Figures of trust: contention detection, interleaved ratios under load, A/A intervals.
 
-    python -m bench.figures.trust [--trials 40] [--json PATH]
+    python -m bench.figures.trust [--trials 40] [--json PATH] [--a-a-only]
 
 Runs the suite's own executor (a supervised worker per case, the smoke tier's timing) in this
 process, on a quiet machine and then with a deliberate background load: one busy process per
@@ -137,7 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=40, help="A/A trials (default 40)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--a-a-only", action="store_true", help="only the A/A trials; with --json, replace that file's a_a block"
+    )
     args = parser.parse_args(argv)
+    if args.a_a_only:
+        block = a_a(args.trials) | {"uptime": os.getloadavg()}
+        print(json.dumps({k: v for k, v in block.items() if k != "records"}))
+        if args.json:
+            old = json.loads(args.json.read_text()) if args.json.exists() else {}
+            args.json.write_text(json.dumps(old | {"a_a": block}, indent=1) + "\n")
+        return 0
     cores = os.cpu_count() or 1
     spare = max(1, cores // 2)  # the threads that leave the load's session its fair half of the CPUs
     methods = {  # name: (interleave, --threads)
