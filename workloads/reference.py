@@ -7,9 +7,9 @@ the text corpus for the transformer) with the fp32 variant's trainer, at the cas
 (``workloads.budget``: its level, steps, batch, peak learning rate and schedule): the same training
 as the fp32 training case's accuracy stage at that tier, so ``accuracy_reference`` means what the
 train phase's fp32 accuracy means. The cache key holds everything the trained weights depend on:
-family, size and config, the seed, the training budget (level, steps, batch, learning rate and its schedule), the
-task's data (``Task.identity``: a hash of the digits, or the corpus's sha256, and the split), and
-the torch version. The cache lives in ``$ARCHBENCH_CACHE`` (default
+family, size and config, the seed, the training budget (level, steps, batch, learning rate and
+its schedule), the task's data (``Task.identity``: a hash of the digits, or the corpus's sha256,
+and the split), and the torch version. The cache lives in ``$ARCHBENCH_CACHE`` (default
 ``~/.cache/archbench``)/``references``; files are written atomically, so a killed worker never
 leaves half a file.
 """
