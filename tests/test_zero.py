@@ -361,6 +361,19 @@ def test_zero_set_up_builds_the_comm_op_only_on_cpu_and_only_when_missing(monkey
     assert built == [1] and len(lines) == 1
 
 
+@needs_deepspeed
+def test_the_op_build_calls_deepspeeds_comm_module_not_torch():
+    """The build's child imports ``deepspeed.comm.torch`` itself: ``import deepspeed.comm.torch as t``
+    gave torch (an attribute of deepspeed.comm), so every set-up failed and each case built the op."""
+    from workloads import zero
+
+    code = f"{zero.IMPORT_COMM_MODULE}; print(t.__name__, callable(t.build_shm_op))"
+    env = os.environ | {"DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["deepspeed.comm.torch", "True"]
+
+
 def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(monkeypatch, tmp_path):
     from workloads import zero
 

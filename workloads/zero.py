@@ -228,10 +228,16 @@ def stale_comm_op_lock() -> Path | None:
     return lock if age > STALE_LOCK_S else None
 
 
+# The module that builds the op, as `t`. import_module, not `import deepspeed.comm.torch as t`:
+# that reads the attribute `torch` of deepspeed.comm, which is torch itself once deepspeed.comm
+# has imported it (every build then failed with "module 'torch' has no attribute 'build_shm_op'").
+IMPORT_COMM_MODULE = "import importlib; t = importlib.import_module('deepspeed.comm.torch')"
+
+
 def build_comm_op() -> None:
     """Build DeepSpeed's CPU comm op in a child process (DeepSpeed picks its accelerator once per
     process); RuntimeError with the build's last line when it fails."""
-    code = "import deepspeed.comm.torch as t; assert t.build_shm_op() is not None, 'op not compatible here'"
+    code = f"{IMPORT_COMM_MODULE}; assert t.build_shm_op() is not None, 'op not compatible here'"
     env = os.environ | {"DS_ACCELERATOR": "cpu"}
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=COMM_OP_BUILD_TIMEOUT_S
