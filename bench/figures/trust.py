@@ -33,6 +33,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench.harness import Session
+from bench.machine import machine_facts
 from bench.settings import CaseSpec, Settings
 from bench.supervisor import Supervisor, set_subreaper
 from workloads.registry import VARIANTS
@@ -156,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         f"sequential-{spare}-threads": (False, spare),
         f"interleaved-{spare}-threads": (True, spare),
     }
-    out: dict = {"load": f"{cores} busy processes, one per core", "uptime": os.getloadavg(), "cores": cores}
+    out: dict = {
+        "machine": machine_facts("cpu"),  # the ISA decides how bf16 shares the CPUs with a load
+        "load": f"{cores} busy processes, one per core",
+        "uptime": os.getloadavg(),
+        "cores": cores,
+    }
     runs = {}
     for label in ("quiet", "loaded"):
         pids = start_load(cores) if label == "loaded" else []
