@@ -180,12 +180,13 @@ def _add_ratios(outcomes: dict[str, Outcome], plan: dict[str, Any]) -> None:
             mine, theirs = _per_turn(outcome.step_times, k), _per_turn(ref.step_times, k)
             ratios = [a / b for a, b in zip(mine, theirs, strict=False) if b > 0]  # a side that failed has fewer
             ratio, interval = (statistics.median(ratios) if ratios else None), median_ci(ratios)
-            if interval is not None and outcome is not ref:
+            floor = None if outcome is ref else PROCESS_FLOOR  # the reference against itself: exactly 1.0
+            if interval is not None and floor is not None:
                 interval = with_process_floor(ratio, interval)
             block |= {
                 "step_time_ratio": ratio,
                 "step_time_ratio_ci": list(interval) if interval else None,
-                "process_floor": PROCESS_FLOOR if outcome is not ref else None,
+                "process_floor": floor,
             }
         outcome.info["timing"] = "interleaved"
         outcome.info["interleave"] = block
