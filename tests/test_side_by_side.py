@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from bench.side_by_side import _per_turn
+from bench.side_by_side import PROCESS_FLOOR, _per_turn
 from tests.bench_runs import processes_with_mark, run
 
 
@@ -30,6 +30,7 @@ def test_variants_take_turns_and_carry_their_ratio(tmp_path):
     assert ratio == statistics.median(paired)
     low, high = bf16["interleave"]["step_time_ratio_ci"]
     assert low <= ratio <= high
+    assert bf16["interleave"]["process_floor"] == PROCESS_FLOOR and fp32["interleave"]["process_floor"] is None
     assert processes_with_mark(mark) == []
 
 
@@ -68,7 +69,7 @@ def test_a_side_that_never_gets_ready_times_out_alone(tmp_path):
 
 
 def test_the_ratio_interval_has_a_floor_for_two_processes():
-    from bench.side_by_side import PROCESS_FLOOR, with_process_floor
+    from bench.side_by_side import with_process_floor
 
     low, high = with_process_floor(2.0, (2.0, 2.0))  # turns that agree perfectly: the floor alone
     assert (low, high) == (2.0 - 2.0 * PROCESS_FLOOR, 2.0 + 2.0 * PROCESS_FLOOR)
