@@ -26,6 +26,7 @@ import datetime
 import os
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -55,9 +56,12 @@ def launched_rank() -> tuple[int, int, int, int] | None:
     )
 
 
+CASE_ADDR = "127.0.0.1"  # the master address of a case's own process group (``init_case_group``)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((CASE_ADDR, 0))
         return s.getsockname()[1]
 
 
@@ -184,12 +188,22 @@ class Ranks:
     # -- end ----------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Leave the process group."""
-        if self.active and torch.distributed.is_initialized():
-            try:
-                torch.distributed.destroy_process_group()
-            except Exception:  # a broken group at exit: the case's status already tells
-                pass
+        """Leave the process group. Where DeepSpeed started, remove this rank's shared-memory
+        buffer first, after a barrier: by then every rank has mapped every other's."""
+        if not (self.active and torch.distributed.is_initialized()):
+            return
+        try:
+            if "deepspeed" in sys.modules:
+                from workloads.zero import remove_shm_buffers
+
+                torch.distributed.barrier()
+                remove_shm_buffers(os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), self.rank)
+        except Exception:  # a broken group at exit: the case's status already tells (the
+            pass  # supervisor sweeps a case's buffers after its ranks are gone)
+        try:
+            torch.distributed.destroy_process_group()
+        except Exception:
+            pass
 
 
 def _init_group(ranks: Ranks, device: str, timeout_s: float, init_method: str | None = None) -> Ranks:
@@ -236,7 +250,7 @@ def init_case_group(rank: int, world_size: int, port: int, device: str, timeout_
     """A case's own process group on this machine (rank ``rank`` of ``world_size``), for a
     worker the supervisor started. The environment DeepSpeed reads is set too."""
     env = {"RANK": rank, "WORLD_SIZE": world_size, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": world_size,
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+           "MASTER_ADDR": CASE_ADDR, "MASTER_PORT": port}  # fmt: skip
     os.environ.update({k: str(v) for k, v in env.items()})
     ranks = Ranks(rank, world_size, rank, world_size, timeout_s=timeout_s)
-    return _init_group(ranks, device, timeout_s, init_method=f"tcp://127.0.0.1:{port}")
+    return _init_group(ranks, device, timeout_s, init_method=f"tcp://{CASE_ADDR}:{port}")

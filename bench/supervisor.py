@@ -34,8 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reports.schema import FAILED_STATUSES
+from workloads.zero import remove_shm_buffers
 
-from .distributed import free_port
+from .distributed import CASE_ADDR, free_port
 from .pipeline import CaseRequest, Outcome, request_not_run, run_case
 from .proc import all_stats, descendants, proc_stat
 
@@ -203,6 +204,8 @@ class Supervisor:
             return self._watch(req, workers, req.deadline, oom_before)
         finally:
             self.end(workers)
+            if ws > 1:  # what the ranks' DeepSpeed left in /dev/shm (a killed rank does not remove its own)
+                remove_shm_buffers(CASE_ADDR, port)
 
     def run_group(self, reqs: list[CaseRequest]) -> dict[str, Outcome]:
         """The cases of ``reqs`` (one family, size and phase), timed side by side in turns."""

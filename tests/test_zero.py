@@ -28,13 +28,14 @@ if __name__ == "__main__":  # the parity worker, started by torchrun
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
-from workloads import Unsupported, get_variant, variant_names  # noqa: E402
+from workloads import Unsupported, get_variant, variant_names, zero  # noqa: E402
 from workloads.zero import (  # noqa: E402
     PRECISIONS,
     STAGES,
     Zero,
     count_storages,
     paper_state_bytes,
+    shm_buffers,
     zero_state_bytes,
 )
 
@@ -54,7 +55,8 @@ RTOL_BF16 = 2e-2
 
 def env_for_ranks() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
-    return env | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    # a rank that dies of a signal prints every thread's Python stack to its stderr
+    return env | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
 
 
 # --------------------------------------------------------------------------------------
@@ -192,18 +194,33 @@ def parity_worker(out: str, variants: str) -> None:
             mean = torch.tensor(losses, dtype=torch.float64)
             dist.all_reduce(mean)
             result.setdefault(family, {})[name] = (mean / world_size).tolist()
+    # every rank mapped each rank's DeepSpeed buffer; the harness's end of a group removes its own
+    buffers = len(shm_buffers(os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]))
     if rank == 0:
-        Path(out).write_text(json.dumps(result))
-    dist.destroy_process_group()
+        Path(out).write_text(json.dumps({"losses": result, "shm_buffers": buffers}))
+    distributed.Ranks(rank, world_size, rank, world_size).finish()
+    # End as the runner's workers do (multiprocessing ends them with os._exit): no interpreter
+    # finalization or C++ static destructors after the result is written. There, gloo's and
+    # DeepSpeed's leftover objects are torn down in no set order, and a joinable std::thread
+    # destroyed on the way aborts the rank ("terminate called without an active exception",
+    # SIGABRT) after its work is done: once in a CI run of the suite.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def check_parity(tmp_path: Path, variants: dict[str, tuple[str, ...]]) -> None:
     out = tmp_path / "losses.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(distributed.free_port()), __file__, str(out), json.dumps(variants)]  # fmt: skip
+    port = distributed.free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+           distributed.CASE_ADDR, "--master-port", str(port), __file__, str(out), json.dumps(variants)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    losses = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    # DeepSpeed made a buffer per rank in /dev/shm, and the ranks removed theirs as they ended
+    assert written["shm_buffers"] == 2
+    assert shm_buffers(distributed.CASE_ADDR, port) == []
+    losses = written["losses"]
     assert {f: tuple(v) for f, v in losses.items()} == variants
     for family, by_variant in losses.items():
         ddp = by_variant["fp32"]
@@ -286,17 +303,95 @@ def test_model_state_within_10_percent_of_prediction(dense_s_rank_runs):
 @needs_deepspeed
 def test_torchrun_launch_and_zero3_halves_the_state(dense_s_rank_runs, tmp_path):
     """Ranks started by torchrun (as across machines); ZeRO-3 at 2 ranks vs 1 rank."""
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", str(distributed.free_port()), "-m", "pytest")  # fmt: skip
+    port = distributed.free_port()
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                distributed.CASE_ADDR, "--master-port", str(port), "-m", "pytest")  # fmt: skip
     (ws2,), proc = run_bench(tmp_path / "ws2", "--family", "dense", "--size", "s", "--variant", "zero3+bf16",
                              "--world-size", "2", launcher=launcher)  # fmt: skip
     assert ws2["status"] == "ok" and len(ws2["model_state_bytes_per_rank"]) == 2
+    assert shm_buffers(distributed.CASE_ADDR, port) == []  # each rank removed its own at the session's end
     assert ws2["model_state_bytes"] == pytest.approx(ws2["model_state_bytes_predicted"], rel=0.10)
     assert ws2["model_state_bytes_deepspeed_estimate"] > 0
     ws1 = dense_s_rank_runs[1][1]
     assert ws2["model_state_bytes"] <= 0.55 * ws1["dense-s-zero3+bf16"]["model_state_bytes"]
     _, by_id, _ = dense_s_rank_runs[2]
     assert by_id["dense-s-zero3"]["model_state_bytes"] <= 0.55 * ws1["dense-s-zero3"]["model_state_bytes"]
+
+
+# --------------------------------------------------------------------------------------
+# DeepSpeed's shared-memory buffers do not outlive their case
+
+
+def test_shm_buffers_are_named_by_user_address_port_and_rank(monkeypatch, tmp_path):
+    monkeypatch.setattr(zero, "SHM_DIR", tmp_path)
+    uid = os.getuid()
+    names = [f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_{port}_{rank}" for port in (4000, 40001) for rank in (0, 1)]
+    names += [f"deepspeed_allreduce_buffer_{uid + 1}_127.0.0.1_4000_0", "other_127.0.0.1_4000_0"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in shm_buffers("127.0.0.1", 4000)] == names[:2]
+    assert zero.remove_shm_buffers("127.0.0.1", 4000, rank=1) == 1
+    assert [p.name for p in shm_buffers("127.0.0.1", 4000)] == names[:1]
+    assert zero.remove_shm_buffers("127.0.0.1", 4000) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])  # another port's, user's, file's
+
+
+@needs_deepspeed
+@pytest.mark.parametrize(
+    ("inherited", "local_world_size", "expected"), [("1", "2", "2"), ("1", None, "1"), (None, None, "1")]
+)
+def test_local_size_is_the_ranks_own_not_an_inherited_one(monkeypatch, inherited, local_world_size, expected):
+    """DeepSpeed maps its shared-memory buffers only when LOCAL_SIZE is the world size; a case's
+    parent that imported DeepSpeed itself had set 1, and its ranks inherited it."""
+    for key, value in (("LOCAL_SIZE", inherited), ("LOCAL_WORLD_SIZE", local_world_size)):
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+    zero.import_deepspeed("zero1", torch.device("cpu"))
+    assert os.environ["LOCAL_SIZE"] == expected
+
+
+DIES_AFTER_DEEPSPEED = """
+import json, os, time
+from pathlib import Path
+from workloads.registry import VARIANTS
+from workloads.zero import Zero, shm_buffers
+
+class DiesAfterDeepSpeed(Zero):
+    def __init__(self):
+        super().__init__("zero1")
+        self.name = "zero1-dies"
+
+    def trainer(self, *args):
+        trainer = super().trainer(*args)  # DeepSpeed has started: every rank mapped its buffer
+        seen = shm_buffers(os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
+        rank, here = os.environ["RANK"], Path(__file__).parent
+        (here / f"seen.rank{rank}.json").write_text(json.dumps([str(p) for p in seen]))
+        if rank == "0":
+            time.sleep(600)  # killed when rank 1 dies
+        while not (here / "seen.rank0.json").exists():
+            time.sleep(0.05)
+        os._exit(3)  # neither rank ends its process group: only the supervisor can remove them
+
+VARIANTS["zero1-dies"] = DiesAfterDeepSpeed
+"""
+
+
+@pytest.mark.slow
+@needs_deepspeed
+def test_the_buffers_of_a_case_whose_ranks_died_are_removed(tmp_path):
+    from tests.bench_runs import run
+
+    (tmp_path / "dies_after_deepspeed.py").write_text(DIES_AFTER_DEEPSPEED)
+    proc, results, _ = run(tmp_path, "-p", "dies_after_deepspeed", "--family", "dense", "--size", "xs",
+                           "--variant", "zero1-dies", "--world-size", "2", "--no-accuracy", "--case-timeout", "120",
+                           extra_path=tmp_path)  # fmt: skip
+    info = results["dense-xs-zero1-dies"]["extra_info"]
+    assert info["status"] == "error" and "rank 1 worker exited with code 3" in info["reason"], proc.stdout[-3000:]
+    seen = [json.loads((tmp_path / f"seen.rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert seen[0] == seen[1] and len(seen[0]) == 2, seen
+    assert [p for p in seen[0] if Path(p).exists()] == []
 
 
 if __name__ == "__main__":

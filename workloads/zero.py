@@ -171,8 +171,13 @@ def import_deepspeed(name: str, device: torch.device):
     if device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read once, when deepspeed picks it
         # without LOCAL_SIZE, the CPU accelerator's device_count() runs `numactl --hardware`
-        # on every call, and ZeRO-3 calls it every step (~4 ms each here)
-        os.environ.setdefault("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        # on every call, and ZeRO-3 calls it every step (~4 ms each here). The ranks' own count
+        # wins over one inherited from the process that started them (a case's parent had set 1).
+        local = os.environ.get("LOCAL_WORLD_SIZE")
+        if local is not None:
+            os.environ["LOCAL_SIZE"] = local
+        else:
+            os.environ.setdefault("LOCAL_SIZE", "1")
     try:
         import deepspeed
         from deepspeed.accelerator import get_accelerator
@@ -195,6 +200,29 @@ def import_deepspeed(name: str, device: torch.device):
 # that build would count against --case-timeout, so the session builds it first (``set_up``).
 COMM_OP = "deepspeed_shm_comm"
 COMM_OP_BUILD_TIMEOUT_S = 1800
+
+
+# With every rank on this machine (LOCAL_SIZE, set above, equals the world size), DeepSpeed's
+# CPU backend maps a shared-memory buffer per rank for its collectives, named by user, master
+# address, port and rank, and never unlinks it (its ``shared_close`` is never called): each case
+# at 2 ranks left 2 x 66 MiB of RAM-backed /dev/shm behind, for ever, and a nightly's leftovers
+# add up until /dev/shm is full and later processes die of SIGBUS. ``remove_shm_buffers`` is how
+# they go: each rank's own at the end of its process group, the supervisor's sweep after a case.
+SHM_DIR = Path("/dev/shm")
+SHM_BUFFER = "deepspeed_allreduce_buffer"
+
+
+def shm_buffers(addr: str, port: int | str, rank: int | None = None) -> list[Path]:
+    """DeepSpeed's shared-memory buffers of the process group at ``addr:port`` (one rank's, or all)."""
+    return sorted(SHM_DIR.glob(f"{SHM_BUFFER}_{os.getuid()}_{addr}_{port}_{'*' if rank is None else rank}"))
+
+
+def remove_shm_buffers(addr: str, port: int | str, rank: int | None = None) -> int:
+    """Unlink those buffers (a rank still mapping one keeps it until it exits); how many there were."""
+    found = shm_buffers(addr, port, rank)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
 
 
 # Every DeepSpeed start takes torch's file lock on the op's build directory (to check the build
