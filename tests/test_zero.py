@@ -200,10 +200,10 @@ def parity_worker(out: str, variants: str) -> None:
         Path(out).write_text(json.dumps({"losses": result, "shm_buffers": buffers}))
     distributed.Ranks(rank, world_size, rank, world_size).finish()
     # End as the runner's workers do (multiprocessing ends them with os._exit): no interpreter
-    # finalization or C++ static destructors after the result is written. There, gloo's and
-    # DeepSpeed's leftover objects are torn down in no set order, and a joinable std::thread
-    # destroyed on the way aborts the rank ("terminate called without an active exception",
-    # SIGABRT) after its work is done: once in a CI run of the suite.
+    # finalization or C++ static destructors after the result is written, where gloo's and
+    # DeepSpeed's leftover objects are torn down in no set order. A rank once died of SIGABRT
+    # in a CI run ("terminate called without an active exception": a joinable std::thread
+    # destroyed), where is not known; the ranks' faulthandler prints their stacks if it recurs.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
