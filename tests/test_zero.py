@@ -485,6 +485,32 @@ def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(monkeypatch, 
     assert not lock.exists() and "left by a build that was killed" in lines[-1]
 
 
+@needs_deepspeed
+def test_set_up_removes_the_buffers_of_ranks_now_gone(monkeypatch, tmp_path):
+    """Unmapped and over a minute old: removed. Mapped by a live process, or just made: kept."""
+    import mmap
+
+    monkeypatch.setattr(zero, "SHM_DIR", tmp_path)
+    monkeypatch.setattr(zero, "comm_op_built", lambda: True)
+    monkeypatch.setattr(zero, "stale_comm_op_lock", lambda: None)
+
+    def buffer(uid: int, port: int, age_s: float) -> Path:
+        path = tmp_path / f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_{port}_0"
+        path.write_bytes(bytes(2**20))
+        then = time.time() - age_s
+        os.utime(path, (then, then))
+        return path
+
+    uid, old = os.getuid(), zero.ORPHAN_MIN_AGE_S + 60
+    orphan, young, mapped, others = buffer(uid, 1, old), buffer(uid, 2, 1), buffer(uid, 3, old), buffer(uid + 1, 4, old)
+    lines: list[str] = []
+    with mapped.open("r+b") as f, mmap.mmap(f.fileno(), 4096):
+        Zero("zero1").set_up(torch.device("cpu"), lines.append)
+        Zero("zero2").set_up(torch.device("cpu"), lines.append)  # nothing left to remove: nothing said
+    assert [p.exists() for p in (orphan, young, mapped, others)] == [False, True, True, True]
+    assert lines == [f"zero1: removing 1 DeepSpeed buffers (1 MiB) in {tmp_path} of ranks now gone"]
+
+
 def test_a_failed_build_is_tried_once_for_every_zero_variant(monkeypatch, tmp_path):
     from workloads import zero
 

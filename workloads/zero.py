@@ -225,6 +225,31 @@ def remove_shm_buffers(addr: str, port: int | str, rank: int | None = None) -> i
     return len(found)
 
 
+ORPHAN_MIN_AGE_S = 60  # a buffer is created and mapped within microseconds; older and unmapped: orphaned
+
+
+def orphaned_shm_buffers() -> list[tuple[Path, int]]:
+    """This user's DeepSpeed buffers that no live process maps, older than ORPHAN_MIN_AGE_S, and
+    their sizes: left by ranks that are gone (a killed session, ranks killed under a launcher)."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # gone, or another user's
+            continue
+        mapped.update(line.split(maxsplit=5)[-1] for line in text.splitlines() if SHM_BUFFER in line)
+    now = time.time()
+    orphans = []
+    for path in shm_buffers("*", "*"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if now - st.st_mtime > ORPHAN_MIN_AGE_S and str(path) not in mapped:
+            orphans.append((path, st.st_size))
+    return orphans
+
+
 # Every DeepSpeed start takes torch's file lock on the op's build directory (to check the build
 # is current), and a build may take minutes; a process killed meanwhile (a case's watchdog)
 # leaves the lock behind, and every later start waits on it for ever. A lock older than this is
@@ -485,6 +510,14 @@ class Zero(TrainVariant):
         if lock is not None:
             say(f"{self.name}: removing {lock}, left by a build that was killed (every start would wait on it)")
             lock.unlink(missing_ok=True)
+        orphans = orphaned_shm_buffers()
+        if orphans:
+            mib = sum(size for _, size in orphans) / 2**20
+            say(
+                f"{self.name}: removing {len(orphans)} DeepSpeed buffers ({mib:.0f} MiB) in {SHM_DIR} of ranks now gone"
+            )
+            for path, _ in orphans:
+                path.unlink(missing_ok=True)
         if comm_op_built():
             return
         if COMM_OP in BUILD_FAILED:  # every ZeRO variant shares the op: one try per process
