@@ -1,4 +1,5 @@
-"""Run ``pytest bench`` in a subprocess, as a user would, and read what it wrote."""
+"""Run ``pytest bench`` in a subprocess, as a user would, and read what it wrote; start and end the
+torchrun workers of the parity tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -99,3 +101,31 @@ def refusal(pytester, *args: str) -> str:
     with pytest.raises(ValueError) as refused:
         bench_conftest._preflight(config, bench_conftest._settings(config))
     return str(refused.value)
+
+
+# --------------------------------------------------------------------------------------
+# Ranks the tests start themselves (torchrun)
+
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
+
+
+def rank_env(**extra: str) -> dict[str, str]:
+    """This environment for a process that starts ranks: no launcher's variables (this process
+    may be a rank itself), this tree on PYTHONPATH, and faulthandler on: a rank that a signal
+    kills prints every thread's Python stack to its stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    return env | {"PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"} | extra
+
+
+def end_rank_worker(rank: int, world_size: int) -> NoReturn:
+    """End a torchrun worker whose result is written: leave the process group as the harness
+    does, then exit as the runner's workers do (multiprocessing ends them with os._exit), without
+    interpreter finalization or C++ static destructors, where gloo's and DeepSpeed's leftover
+    objects are torn down in no set order. A rank once died of SIGABRT in a CI run ("terminate
+    called without an active exception": a joinable std::thread destroyed), where is not known."""
+    from bench.distributed import Ranks
+
+    Ranks(rank, world_size, rank, world_size).finish()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

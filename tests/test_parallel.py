@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ if __name__ == "__main__":  # the parity worker, started by torchrun
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
+from tests.bench_runs import end_rank_worker, rank_env  # noqa: E402
 from workloads import FAMILIES, Unsupported, build_case, get_variant, variant_names  # noqa: E402
 from workloads.context import CaseContext  # noqa: E402
 from workloads.fsdp import fsdp2_state_bytes, root_params, shard_units  # noqa: E402
@@ -215,7 +215,7 @@ def parity_worker(out: str) -> None:
         result[family] = got
     if rank == 0:
         Path(out).write_text(json.dumps(result))
-    dist.destroy_process_group()
+    end_rank_worker(rank, world_size)
 
 
 @pytest.fixture(scope="module")
@@ -223,9 +223,7 @@ def parity(tmp_path_factory):
     out = tmp_path_factory.mktemp("parallel-parity") / "losses.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-port", str(distributed.free_port()), __file__, str(out)]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=rank_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -28,6 +28,7 @@ if __name__ == "__main__":  # the parity worker, started by torchrun
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
+from tests.bench_runs import end_rank_worker, rank_env, run  # noqa: E402
 from workloads import Unsupported, get_variant, variant_names, zero  # noqa: E402
 from workloads.zero import (  # noqa: E402
     PRECISIONS,
@@ -51,12 +52,6 @@ PARITY_STEPS = 6
 RTOL_FP32 = 1e-5
 # +bf16 rounds parameters, activations and gradients to 8 mantissa bits; measured 2.6e-3
 RTOL_BF16 = 2e-2
-
-
-def env_for_ranks() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
-    # a rank that dies of a signal prints every thread's Python stack to its stderr
-    return env | {"DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
 
 
 # --------------------------------------------------------------------------------------
@@ -198,15 +193,7 @@ def parity_worker(out: str, variants: str) -> None:
     buffers = len(shm_buffers(os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]))
     if rank == 0:
         Path(out).write_text(json.dumps({"losses": result, "shm_buffers": buffers}))
-    distributed.Ranks(rank, world_size, rank, world_size).finish()
-    # End as the runner's workers do (multiprocessing ends them with os._exit): no interpreter
-    # finalization or C++ static destructors after the result is written, where gloo's and
-    # DeepSpeed's leftover objects are torn down in no set order. A rank once died of SIGABRT
-    # in a CI run ("terminate called without an active exception": a joinable std::thread
-    # destroyed), where is not known; the ranks' faulthandler prints their stacks if it recurs.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_rank_worker(rank, world_size)
 
 
 def check_parity(tmp_path: Path, variants: dict[str, tuple[str, ...]]) -> None:
@@ -214,7 +201,9 @@ def check_parity(tmp_path: Path, variants: dict[str, tuple[str, ...]]) -> None:
     port = distributed.free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
            distributed.CASE_ADDR, "--master-port", str(port), __file__, str(out), json.dumps(variants)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=rank_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     written = json.loads(out.read_text())
     # DeepSpeed made a buffer per rank in /dev/shm, and the ranks removed theirs as they ended
@@ -253,7 +242,7 @@ def run_bench(tmp: Path, *args: str, launcher: tuple[str, ...] = ()) -> tuple[li
     cmd = [*launcher] if launcher else [sys.executable, "-m", "pytest"]
     cmd += [str(ROOT / "bench"), "--benchmark-only", "-p", "no:cacheprovider", "--no-accuracy",
             "--results-dir", str(results), *args]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp, env=env_for_ranks(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp, env=rank_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     (path,) = results.glob("results-*.jsonl")  # one file: only rank 0 writes
     lines = [json.loads(line) for line in path.read_text().splitlines()]
@@ -381,8 +370,6 @@ VARIANTS["zero1-dies"] = DiesAfterDeepSpeed
 @pytest.mark.slow
 @needs_deepspeed
 def test_the_buffers_of_a_case_whose_ranks_died_are_removed(tmp_path):
-    from tests.bench_runs import run
-
     (tmp_path / "dies_after_deepspeed.py").write_text(DIES_AFTER_DEEPSPEED)
     proc, results, _ = run(tmp_path, "-p", "dies_after_deepspeed", "--family", "dense", "--size", "xs",
                            "--variant", "zero1-dies", "--world-size", "2", "--no-accuracy", "--case-timeout", "120",
