@@ -204,8 +204,12 @@ class Supervisor:
             return self._watch(req, workers, req.deadline, oom_before)
         finally:
             self.end(workers)
-            if ws > 1:  # what the ranks' DeepSpeed left in /dev/shm (a killed rank does not remove its own)
+            # what the ranks' DeepSpeed left in /dev/shm: a killed rank does not remove its own, and
+            # at 1 rank nothing does (its one buffer has no peers; named by this environment's master)
+            if ws > 1:
                 remove_shm_buffers(CASE_ADDR, port)
+            else:
+                remove_shm_buffers(os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank=0)
 
     def run_group(self, reqs: list[CaseRequest]) -> dict[str, Outcome]:
         """The cases of ``reqs`` (one family, size and phase), timed side by side in turns."""

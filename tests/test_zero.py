@@ -354,14 +354,14 @@ class DiesAfterDeepSpeed(Zero):
 
     def trainer(self, *args):
         trainer = super().trainer(*args)  # DeepSpeed has started: every rank mapped its buffer
-        seen = shm_buffers(os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
-        rank, here = os.environ["RANK"], Path(__file__).parent
+        seen = shm_buffers(os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""))
+        rank, ranks, here = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1"), Path(__file__).parent
         (here / f"seen.rank{rank}.json").write_text(json.dumps([str(p) for p in seen]))
-        if rank == "0":
+        if rank == "0" and ranks != "1":
             time.sleep(600)  # killed when rank 1 dies
         while not (here / "seen.rank0.json").exists():
             time.sleep(0.05)
-        os._exit(3)  # neither rank ends its process group: only the supervisor can remove them
+        os._exit(3)  # no rank ends its process group: only the supervisor can remove the buffers
 
 VARIANTS["zero1-dies"] = DiesAfterDeepSpeed
 """
@@ -369,15 +369,19 @@ VARIANTS["zero1-dies"] = DiesAfterDeepSpeed
 
 @pytest.mark.slow
 @needs_deepspeed
-def test_the_buffers_of_a_case_whose_ranks_died_are_removed(tmp_path):
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_the_buffers_of_a_case_whose_ranks_died_are_removed(tmp_path, world_size):
+    """At 2 ranks a buffer each, named by the case's port; at 1 rank one buffer, named by no port
+    (the same for every case at 1 rank), and nothing in DeepSpeed or the harness removed it."""
     (tmp_path / "dies_after_deepspeed.py").write_text(DIES_AFTER_DEEPSPEED)
     proc, results, _ = run(tmp_path, "-p", "dies_after_deepspeed", "--family", "dense", "--size", "xs",
-                           "--variant", "zero1-dies", "--world-size", "2", "--no-accuracy", "--case-timeout", "120",
-                           extra_path=tmp_path)  # fmt: skip
+                           "--variant", "zero1-dies", "--world-size", str(world_size), "--no-accuracy",
+                           "--case-timeout", "120", extra_path=tmp_path)  # fmt: skip
     info = results["dense-xs-zero1-dies"]["extra_info"]
-    assert info["status"] == "error" and "rank 1 worker exited with code 3" in info["reason"], proc.stdout[-3000:]
-    seen = [json.loads((tmp_path / f"seen.rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert seen[0] == seen[1] and len(seen[0]) == 2, seen
+    who = "rank 1 worker" if world_size == 2 else "worker"
+    assert info["status"] == "error" and f"{who} exited with code 3" in info["reason"], proc.stdout[-3000:]
+    seen = [json.loads((tmp_path / f"seen.rank{rank}.json").read_text()) for rank in range(world_size)]
+    assert all(s == seen[0] for s in seen) and len(seen[0]) == world_size, seen
     assert [p for p in seen[0] if Path(p).exists()] == []
 
 
