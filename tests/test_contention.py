@@ -3,6 +3,7 @@ NVML for foreign GPU processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -202,3 +203,27 @@ def test_unknown_foreign_gpu_processes_are_absent_with_reason(fake_nvml, gpu, in
     assert c.foreign_gpu_processes is None
     assert why in c.reason and absent["contention"] == c.reason
     assert c.contended is not False  # unknown, unless the CPU figures already say contended
+
+
+def test_the_trust_figures_a_a_block_joins_only_a_file_of_this_machine(tmp_path, capsys, monkeypatch) -> None:
+    """``python -m bench.figures.trust --a-a-only --json F`` replaces F's A/A block when F was
+    measured here, and refuses in one line, F untouched, when it was not."""
+    from bench.figures import trust
+    from bench.machine import machine_facts
+
+    monkeypatch.setattr(trust, "a_a", lambda trials: {"trials": trials, "contains_1": 0, "share": None, "records": []})
+
+    here = machine_facts("cpu")
+    ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
+    ours.write_text(json.dumps({"machine": here, "a_a": {"trials": 40}, "contended": [0, 32]}))
+    other = here | {"cpu_model": "another CPU", "cpu_features": {**here["cpu_features"], "avx512_bf16": False}}
+    theirs.write_text(text := json.dumps({"machine": other, "a_a": {"trials": 40}}))
+    assert trust.main(["--a-a-only", "--trials", "0", "--json", str(theirs)]) == 2
+    assert theirs.read_text() == text
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"--a-a-only: {theirs} was measured on another machine (cpu_model, cpu_features differ); pass a new --json"
+    ]
+    assert trust.main(["--a-a-only", "--trials", "0", "--json", str(ours)]) == 0
+    merged = json.loads(ours.read_text())
+    assert merged["contended"] == [0, 32] and merged["a_a"]["trials"] == 0 and merged["a_a"]["machine"] == here

@@ -134,6 +134,10 @@ def a_a(trials: int) -> dict:
     return {"trials": trials, "contains_1": hits, "share": hits / trials if trials else None, "records": records}
 
 
+# what makes a file's figures this machine's: --a-a-only adds its block only to such a file
+SAME_MACHINE = ("cpu_model", "cpu_cores", "cpu_features", "torch_cpu_capability", "torch")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=40, help="A/A trials (default 40)")
@@ -143,10 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.a_a_only:
-        block = a_a(args.trials) | {"uptime": os.getloadavg()}
-        print(json.dumps({k: v for k, v in block.items() if k != "records"}))
+        machine = machine_facts("cpu")
+        old = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+        differ = [k for k in SAME_MACHINE if k in old.get("machine", {}) and old["machine"][k] != machine.get(k)]
+        if differ:
+            print(f"--a-a-only: {args.json} was measured on another machine ({', '.join(differ)} differ); "
+                  "pass a new --json", file=sys.stderr)  # fmt: skip
+            return 2
+        block = a_a(args.trials) | {"uptime": os.getloadavg(), "machine": machine}
+        print(json.dumps({k: v for k, v in block.items() if k not in ("records", "machine")}))
         if args.json:
-            old = json.loads(args.json.read_text()) if args.json.exists() else {}
             args.json.write_text(json.dumps(old | {"a_a": block}, indent=1) + "\n")
         return 0
     cores = os.cpu_count() or 1
