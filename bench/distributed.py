@@ -26,7 +26,6 @@ import datetime
 import os
 import socket
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -188,22 +187,12 @@ class Ranks:
     # -- end ----------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Leave the process group. Where DeepSpeed started, remove this rank's shared-memory
-        buffer first, after a barrier: by then every rank has mapped every other's."""
-        if not (self.active and torch.distributed.is_initialized()):
-            return
-        try:
-            if "deepspeed" in sys.modules:
-                from workloads.zero import remove_shm_buffers
-
-                torch.distributed.barrier()
-                remove_shm_buffers(os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), self.rank)
-        except Exception:  # a broken group at exit: the case's status already tells (the
-            pass  # supervisor sweeps a case's buffers after its ranks are gone)
-        try:
-            torch.distributed.destroy_process_group()
-        except Exception:
-            pass
+        """Leave the process group."""
+        if self.active and torch.distributed.is_initialized():
+            try:
+                torch.distributed.destroy_process_group()
+            except Exception:  # a broken group at exit: the case's status already tells
+                pass
 
 
 def _init_group(ranks: Ranks, device: str, timeout_s: float, init_method: str | None = None) -> Ranks:

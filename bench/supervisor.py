@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reports.schema import FAILED_STATUSES
-from workloads.zero import remove_shm_buffers
+from workloads.zero import remove_unmapped_shm_buffers
 
 from .distributed import CASE_ADDR, free_port
 from .pipeline import CaseRequest, Outcome, request_not_run, run_case
@@ -204,12 +204,8 @@ class Supervisor:
             return self._watch(req, workers, req.deadline, oom_before)
         finally:
             self.end(workers)
-            # what the ranks' DeepSpeed left in /dev/shm: a killed rank does not remove its own, and
-            # at 1 rank nothing does (its one buffer has no peers; named by this environment's master)
-            if ws > 1:
-                remove_shm_buffers(CASE_ADDR, port)
-            else:
-                remove_shm_buffers(os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank=0)
+            if ws > 1:  # the DeepSpeed buffers of ranks killed before they unlinked them (workloads.zero)
+                remove_unmapped_shm_buffers(CASE_ADDR, port)
 
     def run_group(self, reqs: list[CaseRequest]) -> dict[str, Outcome]:
         """The cases of ``reqs`` (one family, size and phase), timed side by side in turns."""

@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 from typing import NoReturn
 
+from bench.distributed import LAUNCHER_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 MARK = "ARCHBENCH_TEST_MARK"  # set in the run's environment: finds every process it started
@@ -106,7 +108,7 @@ def refusal(pytester, *args: str) -> str:
 # --------------------------------------------------------------------------------------
 # Ranks the tests start themselves (torchrun)
 
-LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
+LAUNCHER_VARS = (*LAUNCHER_ENV, "LOCAL_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE")
 
 
 def rank_env(**extra: str) -> dict[str, str]:
@@ -129,3 +131,12 @@ def end_rank_worker(rank: int, world_size: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def deepspeed_maps() -> list[str]:
+    """The DeepSpeed shared-memory buffers this process maps, as /proc/self/maps names them:
+    the path, and `` (deleted)`` after it once the name is unlinked."""
+    from workloads.zero import SHM_BUFFER
+
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return sorted({line.split(maxsplit=5)[-1] for line in lines if SHM_BUFFER in line})

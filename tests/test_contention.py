@@ -216,7 +216,10 @@ def test_the_trust_figures_a_a_block_joins_only_a_file_of_this_machine(tmp_path,
     here = machine_facts("cpu")
     ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
     ours.write_text(json.dumps({"machine": here, "a_a": {"trials": 40}, "contended": [0, 32]}))
-    other = here | {"cpu_model": "another CPU", "cpu_features": {**here["cpu_features"], "avx512_bf16": False}}
+    other = here | {
+        "cpu_model": "another CPU",
+        "cpu_features": {**here["cpu_features"], "avx512_bf16": not here["cpu_features"]["avx512_bf16"]},
+    }
     theirs.write_text(text := json.dumps({"machine": other, "a_a": {"trials": 40}}))
     assert trust.main(["--a-a-only", "--trials", "0", "--json", str(theirs)]) == 2
     assert theirs.read_text() == text

@@ -28,7 +28,7 @@ if __name__ == "__main__":  # the parity worker, started by torchrun
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
-from tests.bench_runs import end_rank_worker, rank_env, run  # noqa: E402
+from tests.bench_runs import deepspeed_maps, end_rank_worker, rank_env, run  # noqa: E402
 from workloads import Unsupported, get_variant, variant_names, zero  # noqa: E402
 from workloads.zero import (  # noqa: E402
     PRECISIONS,
@@ -189,10 +189,8 @@ def parity_worker(out: str, variants: str) -> None:
             mean = torch.tensor(losses, dtype=torch.float64)
             dist.all_reduce(mean)
             result.setdefault(family, {})[name] = (mean / world_size).tolist()
-    # every rank mapped each rank's DeepSpeed buffer; the harness's end of a group removes its own
-    buffers = len(shm_buffers(os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]))
     if rank == 0:
-        Path(out).write_text(json.dumps({"losses": result, "shm_buffers": buffers}))
+        Path(out).write_text(json.dumps({"losses": result, "mapped": deepspeed_maps()}))
     end_rank_worker(rank, world_size)
 
 
@@ -206,8 +204,10 @@ def check_parity(tmp_path: Path, variants: dict[str, tuple[str, ...]]) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     written = json.loads(out.read_text())
-    # DeepSpeed made a buffer per rank in /dev/shm, and the ranks removed theirs as they ended
-    assert written["shm_buffers"] == 2
+    # DeepSpeed made a buffer per rank in /dev/shm, rank 0 mapped both, and their names were gone
+    # while it trained (each rank unlinked its own once every rank had mapped them)
+    names = [f"{zero.SHM_DIR}/{zero.SHM_BUFFER}_{os.getuid()}_{distributed.CASE_ADDR}_{port}_{r}" for r in (0, 1)]
+    assert written["mapped"] == [f"{name} (deleted)" for name in names]
     assert shm_buffers(distributed.CASE_ADDR, port) == []
     losses = written["losses"]
     assert {f: tuple(v) for f, v in losses.items()} == variants
@@ -298,7 +298,7 @@ def test_torchrun_launch_and_zero3_halves_the_state(dense_s_rank_runs, tmp_path)
     (ws2,), proc = run_bench(tmp_path / "ws2", "--family", "dense", "--size", "s", "--variant", "zero3+bf16",
                              "--world-size", "2", launcher=launcher)  # fmt: skip
     assert ws2["status"] == "ok" and len(ws2["model_state_bytes_per_rank"]) == 2
-    assert shm_buffers(distributed.CASE_ADDR, port) == []  # each rank removed its own at the session's end
+    assert shm_buffers(distributed.CASE_ADDR, port) == []  # each rank unlinked its own once all had mapped them
     assert ws2["model_state_bytes"] == pytest.approx(ws2["model_state_bytes_predicted"], rel=0.10)
     assert ws2["model_state_bytes_deepspeed_estimate"] > 0
     ws1 = dense_s_rank_runs[1][1]
@@ -312,16 +312,21 @@ def test_torchrun_launch_and_zero3_halves_the_state(dense_s_rank_runs, tmp_path)
 
 
 def test_shm_buffers_are_named_by_user_address_port_and_rank(monkeypatch, tmp_path):
+    """The supervisor's sweep after a case: the case's port, this user, none a live process maps."""
+    import mmap
+
     monkeypatch.setattr(zero, "SHM_DIR", tmp_path)
     uid = os.getuid()
     names = [f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_{port}_{rank}" for port in (4000, 40001) for rank in (0, 1)]
     names += [f"deepspeed_allreduce_buffer_{uid + 1}_127.0.0.1_4000_0", "other_127.0.0.1_4000_0"]
     for name in names:
-        (tmp_path / name).write_bytes(b"x")
+        (tmp_path / name).write_bytes(bytes(4096))
     assert [p.name for p in shm_buffers("127.0.0.1", 4000)] == names[:2]
-    assert zero.remove_shm_buffers("127.0.0.1", 4000, rank=1) == 1
-    assert [p.name for p in shm_buffers("127.0.0.1", 4000)] == names[:1]
-    assert zero.remove_shm_buffers("127.0.0.1", 4000) == 1
+    assert [p.name for p in shm_buffers("127.0.0.1", 40001, rank=1)] == names[3:4]
+    with (tmp_path / names[1]).open("r+b") as f, mmap.mmap(f.fileno(), 4096):  # a session that took the port since
+        assert zero.remove_unmapped_shm_buffers("127.0.0.1", 4000) == 1
+        assert [p.name for p in shm_buffers("127.0.0.1", 4000)] == names[1:2]
+    assert zero.remove_unmapped_shm_buffers("127.0.0.1", 4000) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])  # another port's, user's, file's
 
 
@@ -332,9 +337,11 @@ def test_shm_buffers_are_named_by_user_address_port_and_rank(monkeypatch, tmp_pa
 def test_local_size_is_the_ranks_own_not_an_inherited_one(monkeypatch, inherited, local_world_size, expected):
     """DeepSpeed maps its shared-memory buffers only when LOCAL_SIZE is the world size; a case's
     parent that imported DeepSpeed itself had set 1, and its ranks inherited it."""
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")  # set first, so that every one is restored after
     for key, value in (("LOCAL_SIZE", inherited), ("LOCAL_WORLD_SIZE", local_world_size)):
+        monkeypatch.setenv(key, "x")
         if value is None:
-            monkeypatch.delenv(key, raising=False)
+            monkeypatch.delenv(key)
         else:
             monkeypatch.setenv(key, value)
     zero.import_deepspeed("zero1", torch.device("cpu"))
@@ -344,24 +351,29 @@ def test_local_size_is_the_ranks_own_not_an_inherited_one(monkeypatch, inherited
 DIES_AFTER_DEEPSPEED = """
 import json, os, time
 from pathlib import Path
+import torch
+from tests.bench_runs import deepspeed_maps
+from workloads import zero
 from workloads.registry import VARIANTS
-from workloads.zero import Zero, shm_buffers
 
-class DiesAfterDeepSpeed(Zero):
+class DiesAfterDeepSpeed(zero.Zero):
     def __init__(self):
         super().__init__("zero1")
         self.name = "zero1-dies"
 
     def trainer(self, *args):
-        trainer = super().trainer(*args)  # DeepSpeed has started: every rank mapped its buffer
-        seen = shm_buffers(os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""))
+        if os.environ.get("KEEP_BUFFERS"):  # as if killed before it unlinked its buffer
+            zero.release_shm_buffer = lambda device, world_size: None
+        trainer = super().trainer(*args)  # DeepSpeed has started: every rank mapped every buffer
         rank, ranks, here = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1"), Path(__file__).parent
-        (here / f"seen.rank{rank}.json").write_text(json.dumps([str(p) for p in seen]))
+        if ranks != "1":
+            torch.distributed.barrier()  # every rank is past its own unlink
+        (here / f"mapped.rank{rank}.json").write_text(json.dumps(deepspeed_maps()))
         if rank == "0" and ranks != "1":
             time.sleep(600)  # killed when rank 1 dies
-        while not (here / "seen.rank0.json").exists():
+        while not (here / "mapped.rank0.json").exists():
             time.sleep(0.05)
-        os._exit(3)  # no rank ends its process group: only the supervisor can remove the buffers
+        os._exit(3)  # no rank ends its process group
 
 VARIANTS["zero1-dies"] = DiesAfterDeepSpeed
 """
@@ -369,10 +381,13 @@ VARIANTS["zero1-dies"] = DiesAfterDeepSpeed
 
 @pytest.mark.slow
 @needs_deepspeed
-@pytest.mark.parametrize("world_size", [1, 2])
-def test_the_buffers_of_a_case_whose_ranks_died_are_removed(tmp_path, world_size):
-    """At 2 ranks a buffer each, named by the case's port; at 1 rank one buffer, named by no port
-    (the same for every case at 1 rank), and nothing in DeepSpeed or the harness removed it."""
+@pytest.mark.parametrize(("world_size", "keep"), [(1, False), (2, False), (2, True)], ids=["1", "2", "2-killed-early"])
+def test_no_buffer_outlives_a_case_whose_ranks_died(tmp_path, monkeypatch, world_size, keep):
+    """Each rank's buffer is unlinked once every rank mapped it (at 1 rank too: named by no port,
+    the same for every 1-rank case), so ranks that die later leave nothing. The buffers of ranks
+    killed before that (``keep``) are the supervisor's to remove, after their case."""
+    if keep:
+        monkeypatch.setenv("KEEP_BUFFERS", "1")
     (tmp_path / "dies_after_deepspeed.py").write_text(DIES_AFTER_DEEPSPEED)
     proc, results, _ = run(tmp_path, "-p", "dies_after_deepspeed", "--family", "dense", "--size", "xs",
                            "--variant", "zero1-dies", "--world-size", str(world_size), "--no-accuracy",
@@ -380,9 +395,11 @@ def test_the_buffers_of_a_case_whose_ranks_died_are_removed(tmp_path, world_size
     info = results["dense-xs-zero1-dies"]["extra_info"]
     who = "rank 1 worker" if world_size == 2 else "worker"
     assert info["status"] == "error" and f"{who} exited with code 3" in info["reason"], proc.stdout[-3000:]
-    seen = [json.loads((tmp_path / f"seen.rank{rank}.json").read_text()) for rank in range(world_size)]
-    assert all(s == seen[0] for s in seen) and len(seen[0]) == world_size, seen
-    assert [p for p in seen[0] if Path(p).exists()] == []
+    mapped = [json.loads((tmp_path / f"mapped.rank{rank}.json").read_text()) for rank in range(world_size)]
+    assert all(m == mapped[0] for m in mapped) and len(mapped[0]) == world_size, mapped
+    names = [m.removesuffix(" (deleted)") for m in mapped[0]]
+    assert [m.endswith(" (deleted)") for m in mapped[0]] == [not keep] * world_size
+    assert [name for name in names if Path(name).exists()] == []
 
 
 if __name__ == "__main__":

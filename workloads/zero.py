@@ -202,12 +202,15 @@ COMM_OP = "deepspeed_shm_comm"
 COMM_OP_BUILD_TIMEOUT_S = 1800
 
 
-# With every rank on this machine (LOCAL_SIZE, set above, equals the world size), DeepSpeed's
-# CPU backend maps a shared-memory buffer per rank for its collectives, named by user, master
-# address, port and rank, and never unlinks it (its ``shared_close`` is never called): each case
-# at 2 ranks left 2 x 66 MiB of RAM-backed /dev/shm behind, for ever, and a nightly's leftovers
-# add up until /dev/shm is full and later processes die of SIGBUS. ``remove_shm_buffers`` is how
-# they go: each rank's own at the end of its process group, the supervisor's sweep after a case.
+# With every rank on this machine (LOCAL_SIZE, set above, equals the world size; one rank too),
+# DeepSpeed's CPU backend maps a 66 MiB shared-memory buffer per rank for its collectives, named
+# by user, master address, port and rank, and never unlinks it (its ``shared_close`` is never
+# called): each case at 2 ranks left 132 MiB of RAM-backed /dev/shm behind for good, and a
+# nightly's leftovers add up until /dev/shm is full. Once every rank has mapped every other's
+# (``deepspeed.initialize`` has returned on all of them), each rank unlinks its own
+# (``release_shm_buffer``): the mappings stay, the names go, and the memory goes with the last
+# rank's exit however the case ends. Ranks killed before that leave theirs: the supervisor removes
+# a case's after its ranks are gone, and a ZeRO set-up removes those no live process maps.
 SHM_DIR = Path("/dev/shm")
 SHM_BUFFER = "deepspeed_allreduce_buffer"
 
@@ -217,9 +220,41 @@ def shm_buffers(addr: str, port: int | str, rank: int | None = None) -> list[Pat
     return sorted(SHM_DIR.glob(f"{SHM_BUFFER}_{os.getuid()}_{addr}_{port}_{'*' if rank is None else rank}"))
 
 
-def remove_shm_buffers(addr: str, port: int | str, rank: int | None = None) -> int:
-    """Unlink those buffers (a rank still mapping one keeps it until it exits); how many there were."""
-    found = shm_buffers(addr, port, rank)
+def own_shm_buffers(rank: int) -> list[Path]:
+    """This process's group's buffers of ``rank``: DeepSpeed names them by this environment's master."""
+    return shm_buffers(os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank)
+
+
+def release_shm_buffer(device: torch.device, world_size: int) -> None:
+    """After ``deepspeed.initialize`` (on every rank, in step): unlink this rank's buffer once every
+    rank is past it. The barrier is one more collective at each ZeRO start, on every rank alike."""
+    import torch.distributed as dist
+
+    if device.type != "cpu":
+        return  # only DeepSpeed's CPU backend makes them
+    if world_size > 1:
+        dist.barrier()
+    for path in own_shm_buffers(dist.get_rank()):
+        path.unlink(missing_ok=True)
+
+
+def mapped_shm_buffers() -> set[str]:
+    """The paths of DeepSpeed buffers that a live process maps (that this user may read)."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # gone, or another user's
+            continue
+        mapped.update(line.split(maxsplit=5)[-1] for line in text.splitlines() if SHM_BUFFER in line)
+    return mapped
+
+
+def remove_unmapped_shm_buffers(addr: str, port: int | str) -> int:
+    """Unlink the group's buffers that no live process maps (a session that took the port since
+    keeps its own); how many there were."""
+    mapped = mapped_shm_buffers()
+    found = [p for p in shm_buffers(addr, port) if str(p) not in mapped]
     for path in found:
         path.unlink(missing_ok=True)
     return len(found)
@@ -230,15 +265,8 @@ ORPHAN_MIN_AGE_S = 60  # a buffer is created and mapped within microseconds; old
 
 def orphaned_shm_buffers() -> list[tuple[Path, int]]:
     """This user's DeepSpeed buffers that no live process maps, older than ORPHAN_MIN_AGE_S, and
-    their sizes: left by ranks that are gone (a killed session, ranks killed under a launcher)."""
-    mapped: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            text = maps.read_text()
-        except OSError:  # gone, or another user's
-            continue
-        mapped.update(line.split(maxsplit=5)[-1] for line in text.splitlines() if SHM_BUFFER in line)
-    now = time.time()
+    their sizes: left by ranks killed before they unlinked them."""
+    mapped, now = mapped_shm_buffers(), time.time()
     orphans = []
     for path in shm_buffers("*", "*"):
         try:
@@ -381,6 +409,7 @@ class DeepSpeedTrainer:
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, model_parameters=model.parameters(), config=config
         )
+        release_shm_buffer(device, world_size)
         self.model: nn.Module = self.engine.module
         self.device = self.engine.device
         self.steps = 0
