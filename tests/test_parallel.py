@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import subprocess
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ if __name__ == "__main__":  # the parity worker, started by torchrun
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
-from tests.bench_runs import end_rank_worker, rank_env  # noqa: E402
+from tests.bench_runs import end_rank_worker, rank_env, run_ranks  # noqa: E402
 from workloads import FAMILIES, Unsupported, build_case, get_variant, variant_names  # noqa: E402
 from workloads.context import CaseContext  # noqa: E402
 from workloads.fsdp import fsdp2_state_bytes, root_params, shard_units  # noqa: E402
@@ -223,7 +224,7 @@ def parity(tmp_path_factory):
     out = tmp_path_factory.mktemp("parallel-parity") / "losses.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-port", str(distributed.free_port()), __file__, str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=rank_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    proc = run_ranks(cmd, cwd=ROOT, env=rank_env(OMP_NUM_THREADS="1"), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -304,3 +305,34 @@ def test_two_ranks_fsdp2_and_pipeline_in_pytest_bench(dense_s_rank_runs):
 
 if __name__ == "__main__":
     parity_worker(sys.argv[1])
+
+
+FAKE_RANKS = """
+import pathlib, sys
+runs, kind = pathlib.Path(sys.argv[1]), sys.argv[2]
+n = int(runs.read_text()) + 1 if runs.exists() else 1
+runs.write_text(str(n))
+if kind == "error":
+    sys.exit("AssertionError: the losses differ")
+if kind == "killed-twice" or (kind == "killed-once" and n == 1):
+    print("  exitcode  : -6 (pid: 1234)", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "rc", "runs", "warned"),
+    [("killed-once", 0, 2, True), ("killed-twice", 1, 2, True), ("error", 1, 1, False)],
+)
+def test_ranks_run_once_more_only_after_a_rank_was_killed_by_a_signal(tmp_path, kind, rc, runs, warned):
+    script, count = tmp_path / "fake_ranks.py", tmp_path / "runs"
+    script.write_text(FAKE_RANKS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        proc = run_ranks(
+            [sys.executable, str(script), str(count), kind], cwd=tmp_path, env=dict(os.environ), timeout=60
+        )
+    assert (proc.returncode, int(count.read_text())) == (rc, runs)
+    assert [("killed by a signal" in str(w.message) and "exitcode  : -6" in str(w.message)) for w in caught] == (
+        [True] if warned else []
+    )

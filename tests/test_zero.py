@@ -28,7 +28,7 @@ if __name__ == "__main__":  # the parity worker, started by torchrun
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
-from tests.bench_runs import deepspeed_maps, end_rank_worker, rank_env, run  # noqa: E402
+from tests.bench_runs import deepspeed_maps, end_rank_worker, rank_env, run, run_ranks  # noqa: E402
 from workloads import Unsupported, get_variant, variant_names, zero  # noqa: E402
 from workloads.zero import (  # noqa: E402
     PRECISIONS,
@@ -199,9 +199,7 @@ def check_parity(tmp_path: Path, variants: dict[str, tuple[str, ...]]) -> None:
     port = distributed.free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
            distributed.CASE_ADDR, "--master-port", str(port), __file__, str(out), json.dumps(variants)]  # fmt: skip
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=rank_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=600
-    )
+    proc = run_ranks(cmd, cwd=ROOT, env=rank_env(DS_ACCELERATOR="cpu"), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     written = json.loads(out.read_text())
     # DeepSpeed made a buffer per rank in /dev/shm, rank 0 mapped both, and their names were gone
