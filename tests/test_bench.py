@@ -167,11 +167,13 @@ def test_case_timeout_skips_with_the_estimate(pytester):
 
 
 def test_case_timeout_projects_from_the_measured_step(pytester):
-    """The peak-based estimate (13 steps of dense-xs) passes; the projection from the warm-up
-    step (5 s of rounds, the standard tier's, plus the accuracy task) is over the limit, and the
-    case is skipped before its timing starts, well before the watchdog's deadline."""
-    result = run_bench(pytester, "--tier", "standard", "--family", "dense", "--size", "xs", "--variant", "fp32",
-                       "--phase", "train", "--case-timeout", "5", "--round-budget", "5",
+    """The peak-based estimate (13 steps of dense-s) passes; the projection from the warm-up
+    step (40 s of rounds, or the standard tier's 10,000, plus the accuracy task) is over the
+    limit, and the case is skipped before its timing starts, well before the watchdog's deadline.
+    The limit leaves the build and the warm-up room on a busy machine: at 5 s, with one busy
+    process beside it, the warm-up itself ran past it (a timeout)."""
+    result = run_bench(pytester, "--tier", "standard", "--family", "dense", "--size", "s", "--variant", "fp32",
+                       "--phase", "train", "--case-timeout", "10", "--round-budget", "40",
                        "--results-dir", "", "-rs")  # fmt: skip
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*projected *s from the measured warm-up step of*and the accuracy stage*"])
