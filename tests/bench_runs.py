@@ -156,7 +156,6 @@ def end_rank_worker(rank: int, world_size: int) -> NoReturn:
 def deepspeed_maps() -> list[str]:
     """The DeepSpeed shared-memory buffers this process maps, as /proc/self/maps names them:
     the path, and `` (deleted)`` after it once the name is unlinked."""
-    from workloads.zero import SHM_BUFFER
+    from workloads.zero import shm_buffers_in_maps
 
-    lines = Path("/proc/self/maps").read_text().splitlines()
-    return sorted({line.split(maxsplit=5)[-1] for line in lines if SHM_BUFFER in line})
+    return sorted(shm_buffers_in_maps(Path("/proc/self/maps").read_text()))

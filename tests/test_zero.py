@@ -204,7 +204,7 @@ def check_parity(tmp_path: Path, variants: dict[str, tuple[str, ...]]) -> None:
     written = json.loads(out.read_text())
     # DeepSpeed made a buffer per rank in /dev/shm, rank 0 mapped both, and their names were gone
     # while it trained (each rank unlinked its own once every rank had mapped them)
-    names = [f"{zero.SHM_DIR}/{zero.SHM_BUFFER}_{os.getuid()}_{distributed.CASE_ADDR}_{port}_{r}" for r in (0, 1)]
+    names = [zero.shm_buffer_path(distributed.CASE_ADDR, port, rank) for rank in (0, 1)]
     assert written["mapped"] == [f"{name} (deleted)" for name in names]
     assert shm_buffers(distributed.CASE_ADDR, port) == []
     losses = written["losses"]

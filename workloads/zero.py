@@ -215,9 +215,15 @@ SHM_DIR = Path("/dev/shm")
 SHM_BUFFER = "deepspeed_allreduce_buffer"
 
 
+def shm_buffer_path(addr: str, port: int | str, rank: int | str) -> Path:
+    """Where DeepSpeed puts the buffer of ``rank`` of the process group at ``addr:port`` (each
+    part may be a glob pattern)."""
+    return SHM_DIR / f"{SHM_BUFFER}_{os.getuid()}_{addr}_{port}_{rank}"
+
+
 def shm_buffers(addr: str, port: int | str, rank: int | None = None) -> list[Path]:
     """DeepSpeed's shared-memory buffers of the process group at ``addr:port`` (one rank's, or all)."""
-    return sorted(SHM_DIR.glob(f"{SHM_BUFFER}_{os.getuid()}_{addr}_{port}_{'*' if rank is None else rank}"))
+    return sorted(SHM_DIR.glob(shm_buffer_path(addr, port, "*" if rank is None else rank).name))
 
 
 def own_shm_buffers(rank: int) -> list[Path]:
@@ -238,44 +244,48 @@ def release_shm_buffer(device: torch.device, world_size: int) -> None:
         path.unlink(missing_ok=True)
 
 
+def shm_buffers_in_maps(maps: str) -> set[str]:
+    """The DeepSpeed buffers a ``/proc/PID/maps`` text names (`` (deleted)`` after an unlinked one)."""
+    return {line.split(maxsplit=5)[-1] for line in maps.splitlines() if SHM_BUFFER in line}
+
+
 def mapped_shm_buffers() -> set[str]:
     """The paths of DeepSpeed buffers that a live process maps (that this user may read)."""
     mapped: set[str] = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
-            text = maps.read_text()
+            mapped |= shm_buffers_in_maps(maps.read_text())
         except OSError:  # gone, or another user's
             continue
-        mapped.update(line.split(maxsplit=5)[-1] for line in text.splitlines() if SHM_BUFFER in line)
     return mapped
-
-
-def remove_unmapped_shm_buffers(addr: str, port: int | str) -> int:
-    """Unlink the group's buffers that no live process maps (a session that took the port since
-    keeps its own); how many there were."""
-    mapped = mapped_shm_buffers()
-    found = [p for p in shm_buffers(addr, port) if str(p) not in mapped]
-    for path in found:
-        path.unlink(missing_ok=True)
-    return len(found)
 
 
 ORPHAN_MIN_AGE_S = 60  # a buffer is created and mapped within microseconds; older and unmapped: orphaned
 
 
-def orphaned_shm_buffers() -> list[tuple[Path, int]]:
-    """This user's DeepSpeed buffers that no live process maps, older than ORPHAN_MIN_AGE_S, and
-    their sizes: left by ranks killed before they unlinked them."""
+def unmapped_shm_buffers(addr: str, port: int | str, min_age_s: float | None = None) -> list[tuple[Path, int]]:
+    """The group's buffers (``addr`` and ``port`` may be ``*``) that no live process maps (and
+    older than ``min_age_s``, if given), and their sizes: left by ranks killed before they
+    unlinked them."""
     mapped, now = mapped_shm_buffers(), time.time()
-    orphans = []
-    for path in shm_buffers("*", "*"):
+    found = []
+    for path in shm_buffers(addr, port):
         try:
             st = path.stat()
         except FileNotFoundError:
             continue
-        if now - st.st_mtime > ORPHAN_MIN_AGE_S and str(path) not in mapped:
-            orphans.append((path, st.st_size))
-    return orphans
+        if (min_age_s is None or now - st.st_mtime > min_age_s) and str(path) not in mapped:
+            found.append((path, st.st_size))
+    return found
+
+
+def remove_unmapped_shm_buffers(addr: str, port: int | str) -> int:
+    """Unlink the group's buffers that no live process maps (a session that took the port since
+    keeps its own); how many there were."""
+    found = unmapped_shm_buffers(addr, port)
+    for path, _ in found:
+        path.unlink(missing_ok=True)
+    return len(found)
 
 
 # Every DeepSpeed start takes torch's file lock on the op's build directory (to check the build
@@ -539,7 +549,7 @@ class Zero(TrainVariant):
         if lock is not None:
             say(f"{self.name}: removing {lock}, left by a build that was killed (every start would wait on it)")
             lock.unlink(missing_ok=True)
-        orphans = orphaned_shm_buffers()
+        orphans = unmapped_shm_buffers("*", "*", ORPHAN_MIN_AGE_S)
         if orphans:
             mib = sum(size for _, size in orphans) / 2**20
             say(
